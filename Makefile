@@ -1,0 +1,33 @@
+# llmd developer entry points. `make run` and `make test` set everything up first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.llmd-installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: setup run test test-fast bench clean
+
+$(STAMP): pyproject.toml scripts/setup-venv
+	PYTHON=$(PYTHON) scripts/setup-venv $(VENV)
+	@touch $@
+
+setup: $(STAMP)
+
+# Foreground daemon on the bundled model; Ctrl-C stops it.
+run: $(STAMP)
+	$(BIN)/llmd --host $(HOST) --port $(PORT)
+
+# The whole suite: unit (FakeEngine), API (Quart test client), e2e (real daemon, real model).
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+
+# Everything except the end-to-end tests.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not e2e" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,102 @@
+"""The HTTP client of llmctl: httpx over the daemon's Unix socket (or a TCP URL)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+
+from llmd.config import load_config
+from llmd.errors import ConfigError
+
+FALLBACK_SOCKET = Path("/run/llmd/llmd.sock")
+
+
+class CliError(Exception):
+    """A failure to report in one line; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def default_socket() -> Path:
+    """The socket the daemon would use with the same config and environment."""
+    if os.environ.get("LLMCTL_SOCKET"):
+        return Path(os.environ["LLMCTL_SOCKET"])
+    try:
+        path = load_config().socket_path
+    except ConfigError:
+        path = None
+    if path is not None and path.exists():
+        return path
+    return FALLBACK_SOCKET if FALLBACK_SOCKET.exists() or path is None else path
+
+
+class Client:
+    """Talks to one daemon."""
+
+    def __init__(self, socket_path: Path | None = None, url: str | None = None, timeout: float = 600) -> None:
+        self.socket_path = socket_path
+        self.url = url
+        if url:
+            self.http = httpx.Client(base_url=url, timeout=timeout)
+        else:
+            self.socket_path = socket_path or default_socket()
+            self.http = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket_path)),
+                                     base_url="http://llmd", timeout=timeout)
+
+    def _not_running(self) -> CliError:
+        where = self.url or f"no daemon answers on {self.socket_path}"
+        return CliError(f"llmd is not running ({where}); start it with 'sudo systemctl start llmd' "
+                        f"or 'make run' in a checkout")
+
+    @staticmethod
+    def _error_text(resp: httpx.Response) -> str:
+        try:
+            body = resp.json()
+        except ValueError:
+            return f"HTTP {resp.status_code}"
+        err = body.get("error") if isinstance(body, dict) else None
+        if isinstance(err, dict):
+            return str(err.get("message") or err)
+        if isinstance(body, dict) and "detail" in body:
+            return str(body["detail"])
+        return f"HTTP {resp.status_code}: {body}"
+
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        """One JSON request; raises :class:`CliError` with the daemon's message on failure."""
+        try:
+            resp = self.http.request(method, path, **kw)
+        except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError):
+            raise self._not_running() from None
+        except httpx.HTTPError as exc:
+            raise CliError(f"request to llmd failed: {exc}") from None
+        if resp.status_code >= 400:
+            raise CliError(self._error_text(resp))
+        return resp.json()
+
+    def stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """POST and yield the JSON of each SSE ``data:`` event until ``[DONE]``."""
+        try:
+            with self.http.stream("POST", path, json=body) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise CliError(self._error_text(resp))
+                for line in resp.iter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    data = line[6:]
+                    if data == "[DONE]":
+                        return
+                    event = json.loads(data)
+                    if "error" in event:
+                        raise CliError(str(event["error"].get("message", event["error"])))
+                    yield event
+        except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError):
+            raise self._not_running() from None
+        except httpx.HTTPError as exc:
+            raise CliError(f"request to llmd failed: {exc}") from None

@@ -1,0 +1,331 @@
+"""Typed settings of llmd.
+
+Precedence, lowest first: built-in defaults < the config file
+(``/etc/llmd/llmd.toml`` or ``--config``) < ``LLMD_<SECTION>_<KEY>``
+environment variables < command-line flags. :class:`Config` remembers where
+every value came from so that ``llmd --print-config`` can show it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from llmd.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path("/etc/llmd/llmd.toml")
+
+
+@dataclass
+class ServerConfig:
+    """Where and how the HTTP server listens."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Empty means <runtime_dir>/llmd.sock; "none" disables the Unix socket.
+    unix_socket: str = ""
+    socket_mode: str = "0660"
+    graceful_timeout: float = 10.0
+    keep_alive_timeout: float = 5.0
+    max_body_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass
+class PathsConfig:
+    """Directories; empty values follow systemd's variables, then XDG."""
+
+    state_dir: str = ""
+    runtime_dir: str = ""
+
+
+@dataclass
+class EngineConfig:
+    """llama.cpp settings applied to every deployment unless a model overrides them."""
+
+    n_ctx: int = 4096  # 0 means the model's own training context
+    n_threads: int = 0  # 0 means one per physical core
+    n_batch: int = 512
+    n_gpu_layers: int = 0
+    queue_size: int = 16  # requests waiting per deployment before 503 + Retry-After
+    load_wait_s: float = 0.0  # how long a request waits for a model that is loading
+
+
+@dataclass
+class ModelsConfig:
+    """Which model is served by default and how models are found."""
+
+    default: str = "smollm2-135m-instruct"
+    load_default: bool = True
+    discover_bundled: bool = True
+
+
+@dataclass
+class SamplingConfig:
+    """Default sampling values, used where a request leaves a field out."""
+
+    max_tokens: int = 512
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+
+
+@dataclass
+class LogConfig:
+    """Logging."""
+
+    level: str = "info"
+
+
+@dataclass
+class Config:
+    """All settings, plus where each one came from."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    # "section.key" -> "default", "file <path>", "env LLMD_X" or "flag --x"
+    sources: dict[str, str] = field(default_factory=dict, repr=False)
+    config_file: str | None = None
+
+    # -- derived paths -------------------------------------------------
+    @property
+    def state_dir(self) -> Path:
+        """The state directory: SQLite file and downloaded models."""
+        return Path(self.paths.state_dir).expanduser()
+
+    @property
+    def runtime_dir(self) -> Path:
+        """The runtime directory: the Unix socket."""
+        return Path(self.paths.runtime_dir).expanduser()
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite database file."""
+        return self.state_dir / "llmd.db"
+
+    @property
+    def models_dir(self) -> Path:
+        """Where downloaded and copied models live."""
+        return self.state_dir / "models"
+
+    @property
+    def socket_path(self) -> Path | None:
+        """The Unix socket path, or ``None`` when disabled."""
+        value = self.server.unix_socket
+        if value.lower() == "none":
+            return None
+        return Path(value).expanduser() if value else self.runtime_dir / "llmd.sock"
+
+    def items(self) -> list[tuple[str, Any, str]]:
+        """Every ``(section.key, value, source)``, in schema order."""
+        out = []
+        for section in _sections():
+            obj = getattr(self, section.name)
+            for f in dataclasses.fields(obj):
+                key = f"{section.name}.{f.name}"
+                out.append((key, getattr(obj, f.name), self.sources.get(key, "default")))
+        return out
+
+
+def _sections() -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(Config) if f.name not in ("sources", "config_file")]
+
+
+def _schema() -> dict[str, dict[str, type]]:
+    schema: dict[str, dict[str, type]] = {}
+    for section in _sections():
+        cls = section.default_factory  # type: ignore[misc]
+        hints = {f.name: type(getattr(cls(), f.name)) for f in dataclasses.fields(cls)}
+        schema[section.name] = hints
+    return schema
+
+
+def _coerce(value: Any, kind: type, key: str, origin: str) -> Any:
+    """Turn ``value`` into ``kind`` or raise a one-line ConfigError."""
+    if isinstance(value, str) and kind is not str:
+        text = value.strip()
+        try:
+            if kind is bool:
+                low = text.lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(text)
+            return kind(text)
+        except ValueError:
+            raise ConfigError(
+                f"{origin}: key '{key}' must be {_type_name(kind)}, got {value!r}"
+            ) from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"{origin}: key '{key}' must be {_type_name(kind)}, got {value!r}")
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{origin}: key '{key}' must be {_type_name(kind)}, got {value!r}")
+    if not isinstance(value, kind):
+        raise ConfigError(f"{origin}: key '{key}' must be {_type_name(kind)}, got {value!r}")
+    return value
+
+
+def _type_name(kind: type) -> str:
+    return {int: "an integer", float: "a number", bool: "a boolean", str: "a string"}[kind]
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def _env_key(name: str, schema: dict[str, dict[str, type]]) -> tuple[str, str] | None:
+    """Map ``LLMD_SERVER_UNIX_SOCKET`` to ``("server", "unix_socket")``."""
+    rest = name[len("LLMD_"):].lower()
+    for section in schema:
+        if rest.startswith(section + "_"):
+            return section, rest[len(section) + 1:]
+    return None
+
+
+def load_config(
+    config_file: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the effective configuration.
+
+    ``config_file`` names the file to read; when it is ``None`` the default
+    ``/etc/llmd/llmd.toml`` is read if it exists (``LLMD_CONFIG`` may point
+    elsewhere). ``flags`` maps ``section.key`` to values given on the command
+    line. Raises :class:`ConfigError` with one line naming the key and file.
+    """
+    env = os.environ if env is None else env
+    schema = _schema()
+    cfg = Config()
+    values: dict[str, dict[str, Any]] = {s: {} for s in schema}
+
+    explicit = config_file is not None or "LLMD_CONFIG" in env
+    path = Path(config_file if config_file is not None else env.get("LLMD_CONFIG", DEFAULT_CONFIG_FILE))
+    if explicit or path.exists():
+        data = _read_file(path)
+        cfg.config_file = str(path)
+        for section, body in data.items():
+            if section not in schema:
+                raise ConfigError(f"{path}: unknown section '[{section}]'")
+            if not isinstance(body, dict):
+                raise ConfigError(f"{path}: '{section}' must be a table ([{section}])")
+            for key, value in body.items():
+                dotted = f"{section}.{key}"
+                if key not in schema[section]:
+                    raise ConfigError(f"{path}: unknown key '{dotted}'")
+                values[section][key] = _coerce(value, schema[section][key], dotted, str(path))
+                cfg.sources[dotted] = f"file {path}"
+
+    for name, raw in env.items():
+        if not name.startswith("LLMD_") or name == "LLMD_CONFIG":
+            continue
+        mapped = _env_key(name, schema)
+        if mapped is None or mapped[1] not in schema[mapped[0]]:
+            raise ConfigError(f"environment: unknown setting {name}")
+        section, key = mapped
+        dotted = f"{section}.{key}"
+        values[section][key] = _coerce(raw, schema[section][key], dotted, f"environment {name}")
+        cfg.sources[dotted] = f"env {name}"
+
+    for dotted, value in (flags or {}).items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        if section not in schema or key not in schema[section]:
+            raise ConfigError(f"command line: unknown setting '{dotted}'")
+        values[section][key] = _coerce(value, schema[section][key], dotted, "command line")
+        cfg.sources[dotted] = f"flag --{dotted}"
+
+    for section, body in values.items():
+        setattr(cfg, section, type(getattr(cfg, section))(**{**dataclasses.asdict(getattr(cfg, section)), **body}))
+
+    _resolve_dirs(cfg, env)
+    _check(cfg)
+    return cfg
+
+
+def _resolve_dirs(cfg: Config, env: Mapping[str, str]) -> None:
+    """Fill empty directories from systemd's variables, then XDG."""
+    if not cfg.paths.state_dir:
+        if env.get("STATE_DIRECTORY"):
+            # systemd may list several, separated by colons; the first is ours.
+            cfg.paths.state_dir = env["STATE_DIRECTORY"].split(":")[0]
+            cfg.sources["paths.state_dir"] = "env STATE_DIRECTORY"
+        else:
+            base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+            cfg.paths.state_dir = str(Path(base) / "llmd")
+            cfg.sources["paths.state_dir"] = "default (XDG data dir)"
+    if not cfg.paths.runtime_dir:
+        if env.get("RUNTIME_DIRECTORY"):
+            cfg.paths.runtime_dir = env["RUNTIME_DIRECTORY"].split(":")[0]
+            cfg.sources["paths.runtime_dir"] = "env RUNTIME_DIRECTORY"
+        elif env.get("XDG_RUNTIME_DIR"):
+            cfg.paths.runtime_dir = str(Path(env["XDG_RUNTIME_DIR"]) / "llmd")
+            cfg.sources["paths.runtime_dir"] = "default (XDG runtime dir)"
+        else:
+            cfg.paths.runtime_dir = cfg.paths.state_dir
+            cfg.sources["paths.runtime_dir"] = "default (state dir: no XDG_RUNTIME_DIR)"
+
+
+def _check(cfg: Config) -> None:
+    """Range checks that a type check alone cannot do."""
+    where = lambda key: cfg.sources.get(key, "default")  # noqa: E731
+    checks = [
+        ("server.port", 0 <= cfg.server.port <= 65535, "must be 0-65535"),
+        ("server.graceful_timeout", cfg.server.graceful_timeout >= 0, "must be >= 0"),
+        ("server.max_body_bytes", cfg.server.max_body_bytes > 0, "must be > 0"),
+        ("engine.queue_size", cfg.engine.queue_size >= 0, "must be >= 0"),
+        ("engine.n_ctx", cfg.engine.n_ctx >= 0, "must be >= 0"),
+        ("engine.n_threads", cfg.engine.n_threads >= 0, "must be >= 0"),
+        ("engine.n_batch", cfg.engine.n_batch >= 1, "must be >= 1"),
+        ("sampling.max_tokens", cfg.sampling.max_tokens >= 1, "must be >= 1"),
+        ("sampling.temperature", 0 <= cfg.sampling.temperature <= 2, "must be 0-2"),
+        ("sampling.top_p", 0 <= cfg.sampling.top_p <= 1, "must be 0-1"),
+        ("log.level", cfg.log.level.lower() in ("debug", "info", "warning", "error"),
+         "must be debug, info, warning or error"),
+    ]
+    for key, ok, why in checks:
+        if not ok:
+            raise ConfigError(f"{where(key)}: key '{key}' {why}")
+    try:
+        int(cfg.server.socket_mode, 8)
+    except ValueError:
+        raise ConfigError(f"{where('server.socket_mode')}: key 'server.socket_mode' must be an octal mode such as 0660") from None
+
+
+def render_config(cfg: Config) -> str:
+    """The effective configuration as TOML-ish lines with their sources."""
+    lines = []
+    if cfg.config_file:
+        lines.append(f"# config file: {cfg.config_file}")
+    else:
+        lines.append(f"# config file: none ({DEFAULT_CONFIG_FILE} does not exist)")
+    current = None
+    for key, value, source in cfg.items():
+        section, _, name = key.partition(".")
+        if section != current:
+            lines.append(f"\n[{section}]")
+            current = section
+        shown = str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str) else value
+        if isinstance(value, str):
+            shown = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        lines.append(f"{name} = {shown}  # {source}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,358 @@
+"""Deployments: a model loaded into an engine, with its worker thread and queue.
+
+Engine v1 runs one generation at a time per deployment. Requests wait in a
+bounded FIFO queue; past the bound they are refused with 503 and
+``Retry-After`` instead of waiting without limit. Each deployment owns one
+worker thread, so llama.cpp never runs on the event loop; token events are
+handed to the request's asyncio queue with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable
+
+from llmd.core.engine.base import Engine, LoadedModel, LoadSettings
+from llmd.core.engine.textstream import TextAssembler
+from llmd.core.registry import Model
+from llmd.core.types import (
+    DeploymentState, FinishReason, GenerationResult, SamplingParams, Timings, TokenEvent, Usage,
+)
+from llmd.errors import EngineError, LlmdError, ModelNotLoadedError, ServerBusyError, ShuttingDownError
+
+log = logging.getLogger(__name__)
+
+_LOG_LINES = 1000  # per-deployment log lines kept in memory
+
+
+@dataclass
+class Job:
+    """One generation as the worker thread sees it."""
+
+    prompt: list[int]
+    params: SamplingParams  # concrete: defaults already applied
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue
+    model_name: str
+    submitted: float = field(default_factory=time.monotonic)
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: FinishReason = FinishReason.CANCELLED
+    finished: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)  # dialect, endpoint: for the request log
+
+    def cancel(self, reason: FinishReason = FinishReason.CANCELLED) -> None:
+        """Ask the worker to stop this job at its next token."""
+        self.cancel_reason = reason
+        self.cancel_event.set()
+
+
+FinishHook = Callable[[Job, GenerationResult], None]
+
+
+class Generation:
+    """The async handle of one queued or running generation.
+
+    Iterate it for :class:`TokenEvent` pieces; afterwards ``result`` holds the
+    :class:`GenerationResult`. Leaving the iteration early (a client that
+    disconnects cancels the handler task) cancels the job.
+    """
+
+    def __init__(self, job: Job, deployment: "Deployment") -> None:
+        self.job = job
+        self.deployment = deployment
+        self.result: GenerationResult | None = None
+        self.prompt_tokens = len(job.prompt)
+
+    async def __aiter__(self) -> AsyncIterator[TokenEvent]:
+        try:
+            while True:
+                event = await self.job.events.get()
+                if isinstance(event, TokenEvent):
+                    yield event
+                else:
+                    self.result = event
+                    return
+        finally:
+            if self.result is None:
+                self.cancel()
+
+    async def collect(self) -> GenerationResult:
+        """Wait for the end and return the result (the text is in it)."""
+        async for _ in self:
+            pass
+        assert self.result is not None
+        return self.result
+
+    async def collect_or_raise(self) -> GenerationResult:
+        """Like :meth:`collect`, but raise the error of a failed generation."""
+        result = await self.collect()
+        if result.error is not None:
+            raise result.error
+        return result
+
+    def cancel(self, reason: FinishReason = FinishReason.CANCELLED) -> None:
+        """Stop the generation: drop it from the queue, or stop it at the next token."""
+        self.deployment.cancel(self.job, reason)
+
+
+class Deployment:
+    """One loaded model, its worker thread and its admission queue."""
+
+    def __init__(self, model: Model, settings: LoadSettings, engine: Engine, *,
+                 queue_size: int, on_finish: FinishHook,
+                 on_state: Callable[["Deployment"], None] | None = None) -> None:
+        self.model = model
+        self.settings = settings
+        self.engine = engine
+        self.queue_size = queue_size
+        self.state = DeploymentState.PENDING
+        self.error: str | None = None
+        self.loaded: LoadedModel | None = None
+        self.logs: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=_LOG_LINES)
+        self.started_at: float | None = None
+        self.load_seconds: float | None = None
+        self.completed = 0
+        self._on_finish = on_finish
+        self._on_state = on_state
+        self._cond = threading.Condition()
+        self._queue: collections.deque[Job] = collections.deque()
+        self._active: Job | None = None
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._loaded_event = asyncio.Event()
+        # Tokenizing, template rendering and embeddings: off the loop, and
+        # off the generation thread so they never wait behind a long answer.
+        self.aux = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"llmd-aux-{model.name}")
+
+    # -- lifecycle ------------------------------------------------------
+    def log(self, level: str, message: str) -> None:
+        """Append a line to this deployment's log (thread-safe)."""
+        self.logs.append((time.time(), level, message.rstrip()))
+
+    def _set_state(self, state: DeploymentState, error: str | None = None) -> None:
+        self.state = state
+        self.error = error
+        self.log("error" if error else "info", f"state {state.value}" + (f": {error}" if error else ""))
+        if self._on_state:
+            self._on_state(self)
+
+    async def start(self) -> None:
+        """Load the model (in a thread) and start the worker. Never raises."""
+        self._set_state(DeploymentState.STARTING)
+        t0 = time.monotonic()
+        try:
+            self.loaded = await asyncio.to_thread(
+                self.engine.load, self.model.path, self.settings, self.model.chat_template, self.log
+            )
+        except Exception as exc:  # noqa: BLE001 - a failed load is a state, not a crash
+            log.exception("loading %s failed", self.model.name)
+            self._set_state(DeploymentState.ERROR, f"load failed: {exc}")
+            self._loaded_event.set()
+            return
+        self.load_seconds = time.monotonic() - t0
+        self.started_at = time.time()
+        self._thread = threading.Thread(target=self._run, name=f"llmd-gen-{self.model.name}", daemon=True)
+        self._thread.start()
+        self._set_state(DeploymentState.RUNNING)
+        self._loaded_event.set()
+
+    async def wait_loaded(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the load to finish (either way)."""
+        if timeout > 0 and not self._loaded_event.is_set():
+            try:
+                await asyncio.wait_for(self._loaded_event.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    async def stop(self, reason: FinishReason = FinishReason.SHUTDOWN) -> None:
+        """Refuse new work, end queued and running jobs, free the model."""
+        if self.state in (DeploymentState.STOPPED, DeploymentState.STOPPING):
+            return
+        self._set_state(DeploymentState.STOPPING)
+        with self._cond:
+            self._closing = True
+            queued = list(self._queue)
+            self._queue.clear()
+            if self._active is not None:
+                self._active.cancel(reason)
+            self._cond.notify_all()
+        for job in queued:
+            self._finish_unstarted(job, reason)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+        if self.loaded is not None:
+            await asyncio.get_running_loop().run_in_executor(self.aux, self.loaded.close)
+            self.loaded = None
+        self.aux.shutdown(wait=False)
+        self._set_state(DeploymentState.STOPPED)
+
+    # -- admission ------------------------------------------------------
+    def require_running(self) -> LoadedModel:
+        """The loaded model, or the dialect's "model not loaded" error."""
+        if self.state is DeploymentState.RUNNING and self.loaded is not None and not self._closing:
+            return self.loaded
+        if self.state in (DeploymentState.STOPPING, DeploymentState.STOPPED) and self._closing:
+            raise ShuttingDownError(f"model '{self.model.name}' is stopping")
+        detail = f" ({self.error})" if self.error else ""
+        raise ModelNotLoadedError(
+            f"model '{self.model.name}' is not loaded: it is {self.state.value}{detail}",
+            details={"model": self.model.name, "state": self.state.value},
+        )
+
+    def submit(self, prompt: list[int], params: SamplingParams, meta: dict[str, Any] | None = None) -> Generation:
+        """Queue a generation; raises :class:`ServerBusyError` when the queue is full."""
+        self.require_running()
+        loop = asyncio.get_running_loop()
+        job = Job(prompt=prompt, params=params, loop=loop, events=asyncio.Queue(), model_name=self.model.name,
+                  meta=meta or {})
+        with self._cond:
+            if self._closing:
+                raise ShuttingDownError()
+            busy = self._active is not None
+            if busy and len(self._queue) >= self.queue_size:
+                raise ServerBusyError(
+                    f"model '{self.model.name}' is busy: {len(self._queue)} requests are waiting",
+                    retry_after=max(1, len(self._queue)),
+                    details={"queued": len(self._queue), "queue_size": self.queue_size},
+                )
+            self._queue.append(job)
+            self._cond.notify()
+        return Generation(job, self)
+
+    def cancel(self, job: Job, reason: FinishReason = FinishReason.CANCELLED) -> None:
+        """Remove a queued job without running it, or stop a running one."""
+        with self._cond:
+            if job.finished:
+                return
+            try:
+                self._queue.remove(job)
+            except ValueError:
+                job.cancel(reason)  # running: the worker sees it at the next token
+                return
+        self._finish_unstarted(job, reason)
+
+    def stats(self) -> dict[str, Any]:
+        """Queue and activity figures for health and status."""
+        with self._cond:
+            return {
+                "model": self.model.name,
+                "state": self.state.value,
+                "error": self.error,
+                "queued": len(self._queue),
+                "active": 1 if self._active is not None else 0,
+                "queue_size": self.queue_size,
+                "completed": self.completed,
+                "device": self.loaded.device if self.loaded else None,
+                "load_seconds": self.load_seconds,
+                "settings": self.settings.to_dict(),
+            }
+
+    # -- worker thread --------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                job = self._queue.popleft()
+                self._active = job
+            try:
+                self._execute(job)
+            finally:
+                with self._cond:
+                    self._active = None
+
+    def _post(self, job: Job, event: Any) -> None:
+        try:
+            job.loop.call_soon_threadsafe(job.events.put_nowait, event)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            pass
+
+    def _finish(self, job: Job, result: GenerationResult) -> None:
+        job.finished = True
+        self._post(job, result)
+        self.completed += 1
+        try:
+            job.loop.call_soon_threadsafe(self._on_finish, job, result)
+        except RuntimeError:
+            pass
+
+    def _finish_unstarted(self, job: Job, reason: FinishReason) -> None:
+        """End a job that never reached the engine (cancelled while queued, or shutdown)."""
+        err = ShuttingDownError() if reason is FinishReason.SHUTDOWN else None
+        now = time.monotonic() - job.submitted
+        self._finish(job, GenerationResult(
+            text="", finish_reason=reason, usage=Usage(len(job.prompt), 0),
+            timings=Timings(queued_s=now, duration_s=now), model=self.model.name, error=err,
+        ))
+
+    def _execute(self, job: Job) -> None:
+        model = self.loaded
+        assert model is not None
+        params = job.params
+        started = time.monotonic()
+        queued_s = started - job.submitted
+        first: float | None = None
+        count = 0
+        assembler = TextAssembler(params.stop)
+        finish = FinishReason.STOP
+        error: LlmdError | None = None
+        if job.cancel_event.is_set():
+            self._finish_unstarted(job, job.cancel_reason)
+            return
+        tokens = model.sample_tokens(job.prompt, params)
+        try:
+            for token in tokens:
+                if job.cancel_event.is_set():
+                    finish = job.cancel_reason
+                    break
+                if first is None:
+                    first = time.monotonic()
+                if model.is_eog(token) and not params.ignore_eos:
+                    finish = FinishReason.STOP
+                    break
+                count += 1
+                text = assembler.feed(model.token_bytes(token))
+                if text:
+                    self._post(job, TokenEvent(text))
+                if assembler.stopped:
+                    finish = FinishReason.STOP
+                    break
+                if params.max_tokens is not None and count >= params.max_tokens:
+                    finish = FinishReason.LENGTH
+                    break
+            if finish in (FinishReason.STOP, FinishReason.LENGTH):
+                tail = assembler.finish()
+                if tail:
+                    self._post(job, TokenEvent(tail))
+        except Exception as exc:  # noqa: BLE001 - reported to the client as a final event
+            log.exception("generation failed on %s", self.model.name)
+            self.log("error", f"generation failed: {exc}")
+            finish = FinishReason.ERROR
+            error = EngineError(f"generation failed: {type(exc).__name__}")
+        finally:
+            tokens.close()
+        end = time.monotonic()
+        decode_s = end - first if first is not None else 0.0
+        if finish is FinishReason.SHUTDOWN:
+            error = ShuttingDownError("the answer was cut short: llmd is shutting down")
+        self._finish(job, GenerationResult(
+            text=assembler.text,
+            finish_reason=finish,
+            usage=Usage(len(job.prompt), count),
+            timings=Timings(
+                queued_s=queued_s,
+                ttft_s=(first - job.submitted) if first is not None else end - job.submitted,
+                duration_s=end - job.submitted,
+                decode_tps=(count - 1) / decode_s if count > 1 and decode_s > 0 else 0.0,
+            ),
+            model=self.model.name,
+            error=error,
+        ))

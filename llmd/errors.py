@@ -1,0 +1,161 @@
+"""Typed errors of llmd.
+
+Every error the core raises on purpose is an :class:`LlmdError`: it carries an
+HTTP status, a stable machine-readable ``code``, a human message and optional
+``details``. Each HTTP dialect renders these in its own envelope; this module
+knows nothing about HTTP frameworks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LlmdError(Exception):
+    """Base class: an error with a status, a stable code and a message."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: Any = None,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        # The request field at fault, when there is one; OpenAI calls it "param".
+        self.field = field
+        self.headers = dict(headers or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        """A dialect-neutral description, used by logs and the admin API."""
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            out["details"] = self.details
+        if self.field:
+            out["field"] = self.field
+        return out
+
+
+class ValidationError(LlmdError):
+    """A request field is missing, of the wrong type or out of range."""
+
+    status = 400
+    code = "invalid_request"
+
+
+class InvalidJSONError(ValidationError):
+    """The request body is not valid JSON (or not a JSON object)."""
+
+    code = "invalid_json"
+
+
+class ContextLengthError(ValidationError):
+    """Prompt plus requested tokens do not fit into the model's context."""
+
+    code = "context_length_exceeded"
+
+
+class NotFoundError(LlmdError):
+    """A route or resource does not exist."""
+
+    status = 404
+    code = "not_found"
+
+
+class ModelNotFoundError(NotFoundError):
+    """No registered model has that name or alias."""
+
+    code = "model_not_found"
+
+
+class ModelNotLoadedError(LlmdError):
+    """The model exists but no running deployment serves it (yet)."""
+
+    status = 503
+    code = "model_not_loaded"
+
+    def __init__(self, message: str, *, retry_after: int = 5, **kw: Any) -> None:
+        kw.setdefault("headers", {})["Retry-After"] = str(retry_after)
+        super().__init__(message, **kw)
+
+
+class ConflictError(LlmdError):
+    """The resource already exists or is in a state that forbids the action."""
+
+    status = 409
+    code = "conflict"
+
+
+class ModelExistsError(ConflictError):
+    """A model with that name is already registered."""
+
+    code = "model_already_exists"
+
+
+class InvalidModelFileError(ValidationError):
+    """A file given as a model is missing, unreadable or not GGUF."""
+
+    code = "invalid_model_file"
+
+
+class ServerBusyError(LlmdError):
+    """The admission queue is full; the client should retry later."""
+
+    status = 503
+    code = "server_busy"
+
+    def __init__(self, message: str, *, retry_after: int = 1, **kw: Any) -> None:
+        kw.setdefault("headers", {})["Retry-After"] = str(retry_after)
+        super().__init__(message, **kw)
+
+
+class ShuttingDownError(LlmdError):
+    """The daemon is stopping and takes no new work."""
+
+    status = 503
+    code = "shutting_down"
+
+    def __init__(self, message: str = "llmd is shutting down", **kw: Any) -> None:
+        kw.setdefault("headers", {})["Retry-After"] = "5"
+        super().__init__(message, **kw)
+
+
+class PayloadTooLargeError(LlmdError):
+    """The request body exceeds the configured limit."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class MethodNotAllowedError(LlmdError):
+    """The route exists but not for this HTTP method."""
+
+    status = 405
+    code = "method_not_allowed"
+
+
+class EngineError(LlmdError):
+    """llama.cpp failed while loading or generating."""
+
+    status = 500
+    code = "engine_error"
+
+
+class InternalError(LlmdError):
+    """An unexpected failure; the message is safe to show to a client."""
+
+    status = 500
+    code = "internal_error"
+
+
+class ConfigError(Exception):
+    """A configuration problem that stops the daemon from starting.
+
+    Its message is one line that names the key and the file.
+    """

@@ -1,0 +1,5 @@
+"""The admin dialect used by ``llmctl``: ``/llmd/v1/...``."""
+
+from llmd.http.admin.routes import build
+
+__all__ = ["build"]

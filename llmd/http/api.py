@@ -1,0 +1,127 @@
+"""Route declarations shared by every dialect.
+
+A dialect declares its routes on a :class:`Dialect`; ``create_app`` registers
+them with Quart, wraps each handler so errors are rendered in the dialect's
+envelope, and builds the OpenAPI document from the same declarations.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import pydantic
+from quart import request
+
+from llmd.errors import InvalidJSONError, LlmdError, ValidationError
+
+Handler = Callable[..., Awaitable[Any]]
+# Renders a typed error as (json body, status, extra headers).
+ErrorRenderer = Callable[[LlmdError, str], tuple[Any, int]]
+
+
+@dataclass
+class Route:
+    """One HTTP (or WebSocket) route and what the OpenAPI document says of it."""
+
+    path: str
+    methods: tuple[str, ...]
+    handler: Handler
+    summary: str
+    body: type[pydantic.BaseModel] | None = None
+    response: type[pydantic.BaseModel] | None = None
+    query: type[pydantic.BaseModel] | None = None
+    sse: bool = False  # the route can answer text/event-stream
+    text: bool = False  # the route answers plain text or HTML
+    public: bool = False
+    description: str = ""
+
+
+@dataclass
+class Dialect:
+    """A family of routes that share one error envelope."""
+
+    name: str
+    title: str
+    render_error: ErrorRenderer
+    prefixes: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()  # exact paths owned outside the prefixes
+    routes: list[Route] = field(default_factory=list)
+
+    def route(self, path: str, methods: tuple[str, ...] = ("GET",), *, summary: str,
+              body: type[pydantic.BaseModel] | None = None,
+              response: type[pydantic.BaseModel] | None = None,
+              query: type[pydantic.BaseModel] | None = None,
+              sse: bool = False, text: bool = False, public: bool = False,
+              description: str = "") -> Callable[[Handler], Handler]:
+        """Decorator: declare a handler for ``path``."""
+
+        def deco(fn: Handler) -> Handler:
+            self.routes.append(Route(path, tuple(methods), fn, summary, body, response, query,
+                                     sse, text, public, description or (fn.__doc__ or "").strip()))
+            return fn
+
+        return deco
+
+    def owns(self, path: str) -> bool:
+        """True if an unmatched ``path`` should get this dialect's envelope."""
+        return path in self.paths or any(path.startswith(p) for p in self.prefixes)
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "body"
+
+
+def validation_error(exc: pydantic.ValidationError) -> ValidationError:
+    """The first pydantic error as a typed error naming the field; all of them in details."""
+    errors = []
+    for e in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+        # Union members add their type name to loc (e.g. "str", "list[str]"); drop them.
+        loc = tuple(x for x in loc if not (isinstance(x, str) and ("[" in x or x in ("str", "int", "float", "bool"))))
+        errors.append({"field": _field_name(loc), "message": e["msg"], "type": e["type"]})
+    first = errors[0] if errors else {"field": "body", "message": "invalid request"}
+    return ValidationError(f"{first['field']}: {first['message']}", field=first["field"], details=errors)
+
+
+def parse_model(model: type[pydantic.BaseModel], raw: bytes | str) -> Any:
+    """Validate JSON text against ``model`` strictly (no "1" for 1, no "yes" for true)."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidJSONError(f"the request body is not valid JSON: {exc}", field="body") from None
+    if not isinstance(data, dict):
+        raise InvalidJSONError("the request body must be a JSON object", field="body")
+    try:
+        return model.model_validate_json(raw if isinstance(raw, (bytes, str)) else json.dumps(data), strict=True)
+    except pydantic.ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+async def parse_body(model: type[pydantic.BaseModel]) -> Any:
+    """Read the request body and validate it against ``model``."""
+    raw = await request.get_data(as_text=False)
+    if not raw or not raw.strip():
+        raise InvalidJSONError("the request body must be a JSON object", field="body")
+    return parse_model(model, raw)
+
+
+def parse_query(model: type[pydantic.BaseModel]) -> Any:
+    """Validate query parameters against ``model`` (lax: query values are strings)."""
+    try:
+        return model.model_validate(dict(request.args))
+    except pydantic.ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+class StrictModel(pydantic.BaseModel):
+    """Base for request bodies: unknown fields are ignored, as OpenAI clients send many."""
+
+    model_config = pydantic.ConfigDict(extra="ignore")

@@ -1,0 +1,97 @@
+"""Routes of the OpenAI dialect. Handlers parse, call one core method, render."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from quart import jsonify
+
+from llmd.core import Core
+from llmd.errors import LlmdError, ModelNotFoundError
+from llmd.http.api import Dialect, parse_body
+from llmd.http.openai import translate as t
+from llmd.http.openai.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from llmd.http.streaming import render_stream, sse, sse_json, sse_response
+
+
+def _render_error(err: LlmdError, path: str) -> tuple[Any, int]:
+    return t.error_body(err), err.status
+
+
+def build(core: Core) -> Dialect:
+    """The OpenAI dialect bound to ``core``."""
+    d = Dialect("openai", "OpenAI API", _render_error, prefixes=("/v1/",))
+
+    @d.route("/v1/models", summary="List models")
+    async def list_models() -> Any:
+        """All registered models, OpenAI-shaped."""
+        return jsonify({"object": "list", "data": [t.model_object(m) for m in await core.list_models()]})
+
+    @d.route("/v1/models/<path:model_id>", summary="Retrieve a model")
+    async def get_model(model_id: str) -> Any:
+        """One model by name or alias."""
+        for m in await core.list_models():
+            if model_id == m["name"] or model_id in m["aliases"]:
+                return jsonify(t.model_object(m))
+        raise ModelNotFoundError(f"model '{model_id}' does not exist", field="model")
+
+    @d.route("/v1/chat/completions", ("POST",), summary="Create a chat completion",
+             body=ChatCompletionRequest, sse=True)
+    async def chat_completions() -> Any:
+        """Chat through the model's own chat template; ``stream`` gives SSE chunks then ``[DONE]``."""
+        body = await parse_body(ChatCompletionRequest)
+        gen = await core.generate(t.chat_from_request(body))
+        cid, model = t.new_id("chatcmpl"), gen.deployment.model.name
+        if not body.stream:
+            return jsonify(t.chat_response(await gen.collect_or_raise(), cid, model))
+        created = int(time.time())
+        usage = bool(body.stream_options and body.stream_options.include_usage)
+
+        def end(result: Any) -> list[str]:
+            out = [sse_json(t.chat_chunk(cid, created, model, {}, t.finish_reason(result)))]
+            if usage:
+                out.append(sse_json(t.usage_chunk(cid, created, model, "chat.completion.chunk", result)))
+            return out + [sse("[DONE]")]
+
+        return sse_response(core, render_stream(
+            gen,
+            start=lambda: sse_json(t.chat_chunk(cid, created, model, {"role": "assistant", "content": ""})),
+            token=lambda text: sse_json(t.chat_chunk(cid, created, model, {"content": text})),
+            end=end,
+            error=lambda err: [sse_json(t.error_body(err)), sse("[DONE]")],
+        ))
+
+    @d.route("/v1/completions", ("POST",), summary="Create a completion", body=CompletionRequest, sse=True)
+    async def completions() -> Any:
+        """Raw-prompt completion, no chat template; ``stream`` gives SSE then ``[DONE]``."""
+        body = await parse_body(CompletionRequest)
+        gen = await core.generate(t.completion_from_request(body))
+        cid, model = t.new_id("cmpl"), gen.deployment.model.name
+        if not body.stream:
+            return jsonify(t.completion_response(await gen.collect_or_raise(), cid, model))
+        created = int(time.time())
+        usage = bool(body.stream_options and body.stream_options.include_usage)
+
+        def end(result: Any) -> list[str]:
+            out = [sse_json(t.completion_chunk(cid, created, model, "", t.finish_reason(result)))]
+            if usage:
+                out.append(sse_json(t.usage_chunk(cid, created, model, "text_completion", result)))
+            return out + [sse("[DONE]")]
+
+        return sse_response(core, render_stream(
+            gen,
+            token=lambda text: sse_json(t.completion_chunk(cid, created, model, text)),
+            end=end,
+            error=lambda err: [sse_json(t.error_body(err)), sse("[DONE]")],
+        ))
+
+    @d.route("/v1/embeddings", ("POST",), summary="Create embeddings", body=EmbeddingRequest)
+    async def embeddings() -> Any:
+        """Mean-pooled, normalised embeddings of one string or a list of strings."""
+        body = await parse_body(EmbeddingRequest)
+        inputs = [body.input] if isinstance(body.input, str) else body.input
+        result = await core.embed(body.model, inputs)
+        return jsonify(t.embeddings_response(result, body.encoding_format, body.dimensions))
+
+    return d

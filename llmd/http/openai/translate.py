@@ -1,0 +1,165 @@
+"""Pure translators between OpenAI request/response shapes and core types."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import time
+import uuid
+from typing import Any
+
+from llmd.core.types import (
+    ChatMessage, EmbeddingResult, FinishReason, GenerateRequest, GenerationResult, SamplingParams,
+)
+from llmd.errors import LlmdError, ValidationError
+from llmd.http.openai.schemas import (
+    ChatCompletionRequest, ChatMessageIn, CompletionRequest, SamplingFields,
+)
+
+MAX_STOP = 16
+
+
+def new_id(prefix: str) -> str:
+    """An OpenAI-style object id."""
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def _stops(value: str | list[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    stops = [value] if isinstance(value, str) else list(value)
+    if len(stops) > MAX_STOP:
+        raise ValidationError(f"stop: at most {MAX_STOP} stop strings are supported", field="stop")
+    return tuple(s for s in stops if s)
+
+
+def _params(body: SamplingFields, max_tokens: int | None) -> SamplingParams:
+    if body.n not in (None, 1):
+        raise ValidationError("n: only n=1 is supported", field="n")
+    return SamplingParams(
+        max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
+        top_k=body.top_k, min_p=body.min_p, repeat_penalty=body.repeat_penalty,
+        frequency_penalty=body.frequency_penalty, presence_penalty=body.presence_penalty,
+        seed=body.seed, stop=_stops(body.stop), ignore_eos=body.ignore_eos,
+    )
+
+
+def _message(m: ChatMessageIn, i: int) -> ChatMessage:
+    if m.content is None or isinstance(m.content, str):
+        return ChatMessage(role="system" if m.role == "developer" else m.role, content=m.content or "")
+    texts = []
+    for j, part in enumerate(m.content):
+        if part.type != "text" or part.text is None:
+            raise ValidationError(
+                f"messages[{i}].content[{j}]: only text content parts are supported",
+                field=f"messages[{i}].content[{j}].type")
+        texts.append(part.text)
+    return ChatMessage(role="system" if m.role == "developer" else m.role, content="".join(texts))
+
+
+def chat_from_request(body: ChatCompletionRequest) -> GenerateRequest:
+    """A chat completion request in core terms."""
+    if body.response_format is not None and body.response_format.type != "text":
+        raise ValidationError(
+            "response_format: only {'type': 'text'} is supported by this version",
+            field="response_format.type")
+    if body.tools:
+        raise ValidationError("tools: tool calling is not supported by this version", field="tools")
+    max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    return GenerateRequest(
+        messages=tuple(_message(m, i) for i, m in enumerate(body.messages)),
+        model=body.model, params=_params(body, max_tokens),
+        dialect="openai", endpoint="/v1/chat/completions",
+    )
+
+
+def completion_from_request(body: CompletionRequest) -> GenerateRequest:
+    """A (legacy) completion request in core terms."""
+    prompt = body.prompt
+    if isinstance(prompt, list):
+        if len(prompt) != 1:
+            raise ValidationError("prompt: a list must hold exactly one string", field="prompt")
+        prompt = prompt[0]
+    return GenerateRequest(prompt=prompt, model=body.model, params=_params(body, body.max_tokens),
+                           dialect="openai", endpoint="/v1/completions")
+
+
+def finish_reason(result: GenerationResult) -> str:
+    """OpenAI's finish_reason for a result."""
+    return "length" if result.finish_reason is FinishReason.LENGTH else "stop"
+
+
+def chat_response(result: GenerationResult, cid: str, model: str) -> dict[str, Any]:
+    """A ``chat.completion`` object."""
+    return {
+        "id": cid, "object": "chat.completion", "created": int(result.created), "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
+                     "logprobs": None, "finish_reason": finish_reason(result)}],
+        "usage": result.usage.to_dict(),
+        "system_fingerprint": None,
+    }
+
+
+def chat_chunk(cid: str, created: int, model: str, delta: dict[str, Any],
+               finish: str | None = None) -> dict[str, Any]:
+    """A ``chat.completion.chunk`` object."""
+    return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+
+def completion_response(result: GenerationResult, cid: str, model: str) -> dict[str, Any]:
+    """A ``text_completion`` object."""
+    return {
+        "id": cid, "object": "text_completion", "created": int(result.created), "model": model,
+        "choices": [{"index": 0, "text": result.text, "logprobs": None, "finish_reason": finish_reason(result)}],
+        "usage": result.usage.to_dict(),
+    }
+
+
+def completion_chunk(cid: str, created: int, model: str, text: str, finish: str | None = None) -> dict[str, Any]:
+    """A streamed ``text_completion`` object."""
+    return {"id": cid, "object": "text_completion", "created": created, "model": model,
+            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
+
+
+def usage_chunk(cid: str, created: int, model: str, obj: str, result: GenerationResult) -> dict[str, Any]:
+    """The extra last chunk that ``stream_options.include_usage`` asks for."""
+    return {"id": cid, "object": obj, "created": created, "model": model, "choices": [],
+            "usage": result.usage.to_dict()}
+
+
+def embeddings_response(result: EmbeddingResult, encoding: str, dimensions: int | None) -> dict[str, Any]:
+    """An embeddings ``list`` object."""
+    data = []
+    for i, vec in enumerate(result.vectors):
+        if dimensions is not None:
+            if dimensions > len(vec):
+                raise ValidationError(
+                    f"dimensions: the model's embeddings have {len(vec)} dimensions", field="dimensions")
+            vec = vec[:dimensions]
+            norm = sum(x * x for x in vec) ** 0.5 or 1.0
+            vec = [x / norm for x in vec]
+        emb: Any = vec
+        if encoding == "base64":
+            emb = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode("ascii")
+        data.append({"object": "embedding", "index": i, "embedding": emb})
+    return {"object": "list", "data": data, "model": result.model,
+            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}}
+
+
+def model_object(m: dict[str, Any]) -> dict[str, Any]:
+    """A ``model`` object for ``/v1/models``."""
+    return {"id": m["name"], "object": "model", "created": int(m.get("created_at") or time.time()),
+            "owned_by": "llmd", "aliases": m.get("aliases", []), "state": m.get("state")}
+
+
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+          404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
+          429: "rate_limit_error", 503: "service_unavailable"}
+
+
+def error_body(err: LlmdError) -> dict[str, Any]:
+    """OpenAI's error envelope."""
+    return {"error": {"message": err.message, "type": _TYPES.get(err.status, "server_error"),
+                      "param": err.field, "code": err.code}}

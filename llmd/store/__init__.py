@@ -1,0 +1,5 @@
+"""SQLite persistence: one aiosqlite connection in WAL mode; all SQL lives here."""
+
+from llmd.store.db import Store
+
+__all__ = ["Store"]

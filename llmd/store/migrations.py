@@ -1,0 +1,69 @@
+"""Named, ordered schema migrations.
+
+A migration is applied once, in its own transaction, together with the row in
+``schema_migrations`` that records it, so a crash never leaves a half-applied
+migration behind. Never edit a migration that has shipped: add a new one.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_models",
+        """
+        CREATE TABLE models (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            source TEXT NOT NULL,            -- bundled | local | hf | ollama
+            path TEXT NOT NULL,
+            format TEXT NOT NULL DEFAULT 'gguf',
+            architecture TEXT,
+            context_length INTEGER,
+            quantization TEXT,
+            size_bytes INTEGER NOT NULL DEFAULT 0,
+            chat_template TEXT,
+            metadata TEXT NOT NULL DEFAULT '{}',   -- JSON
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE TABLE model_aliases (
+            alias TEXT PRIMARY KEY,
+            model_id INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE
+        );
+        """,
+    ),
+    (
+        "0002_deployments",
+        """
+        CREATE TABLE deployments (
+            id INTEGER PRIMARY KEY,
+            model_id INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+            state TEXT NOT NULL,
+            settings TEXT NOT NULL DEFAULT '{}',   -- JSON: n_ctx, n_threads, ...
+            error TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX deployments_model ON deployments(model_id);
+        """,
+    ),
+    (
+        "0003_request_log",
+        """
+        CREATE TABLE request_log (
+            id INTEGER PRIMARY KEY,
+            ts REAL NOT NULL,
+            dialect TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            model TEXT,
+            prompt_tokens INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0,
+            ttft_ms REAL,
+            duration_ms REAL,
+            status TEXT NOT NULL,          -- ok | length | cancelled | error | shutdown
+            error TEXT
+        );
+        CREATE INDEX request_log_ts ON request_log(ts);
+        """,
+    ),
+]

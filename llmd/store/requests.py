@@ -1,0 +1,51 @@
+"""SQL for the request log: one row per inference request."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llmd.store.db import Store
+
+
+class RequestLogRepo:
+    """Append-only log of inference requests."""
+
+    def __init__(self, store: "Store") -> None:
+        self.store = store
+
+    async def add(
+        self,
+        *,
+        dialect: str,
+        endpoint: str,
+        model: str | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        ttft_ms: float | None,
+        duration_ms: float | None,
+        status: str,
+        error: str | None = None,
+    ) -> None:
+        """Record one finished (or failed, or cancelled) request."""
+        async with self.store.transaction() as db:
+            await db.execute(
+                "INSERT INTO request_log(ts, dialect, endpoint, model, prompt_tokens, completion_tokens,"
+                " ttft_ms, duration_ms, status, error) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (time.time(), dialect, endpoint, model, prompt_tokens, completion_tokens,
+                 ttft_ms, duration_ms, status, error),
+            )
+
+    async def recent(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest rows first."""
+        return await self.store.fetchall("SELECT * FROM request_log ORDER BY id DESC LIMIT ?", (limit,))
+
+    async def totals(self) -> dict[str, Any]:
+        """Counts and token sums over the whole log."""
+        row = await self.store.fetchone(
+            "SELECT COUNT(*) AS requests, COALESCE(SUM(prompt_tokens),0) AS prompt_tokens,"
+            " COALESCE(SUM(completion_tokens),0) AS completion_tokens,"
+            " COALESCE(SUM(status='error'),0) AS errors FROM request_log"
+        )
+        return row or {}

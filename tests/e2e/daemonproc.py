@@ -1,0 +1,89 @@
+"""A real llmd daemon as a subprocess, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DaemonProcess:
+    """One ``python -m llmd`` process with its own state dir and socket."""
+
+    def __init__(self, root: Path, *, env: dict[str, str] | None = None, args: list[str] | None = None,
+                 port: int | None = None) -> None:
+        self.root = root
+        self.state_dir = root / "state"
+        self.socket_path = root / "llmd.sock"
+        self.config_file = root / "llmd.toml"
+        if not self.config_file.exists():
+            self.config_file.write_text("")
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = root / "daemon.log"
+        self.extra_env = env or {}
+        self.args = args or []
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "DaemonProcess":
+        """Start the process (does not wait)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMD_", "NOTIFY_", "WATCHDOG_"))}
+        env.update(self.extra_env)
+        env["PYTHONUNBUFFERED"] = "1"
+        cmd = [sys.executable, "-m", "llmd", "--config", str(self.config_file), "--host", "127.0.0.1",
+               "--port", str(self.port), "--socket", str(self.socket_path), "--state-dir", str(self.state_dir),
+               *self.args]
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        return self
+
+    def wait_loaded(self, timeout: float = 180) -> "DaemonProcess":
+        """Wait until ``/health`` says the default model is loaded."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"llmd exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                body = httpx.get(f"{self.url}/health", timeout=2).json()
+                if body.get("model_loaded"):
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"llmd did not load its model in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        """The daemon's output so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, wait, SIGKILL if needed; returns the exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def llmd_bin(name: str) -> str:
+    """Path of an installed console script next to this interpreter."""
+    return str(Path(sys.executable).with_name(name))
