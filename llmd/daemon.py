@@ -192,7 +192,7 @@ class Daemon:
             await self.store.close()
             for s in (tcp, unix):
                 if s is not None:
-                    s.close()
+                    s.detach()  # Hypercorn's socket objects own (and closed) these fds
             if unix is not None and cfg.socket_path is not None:
                 try:
                     cfg.socket_path.unlink()

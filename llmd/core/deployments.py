@@ -82,6 +82,12 @@ class Generation:
             if self.result is None:
                 self.cancel()
 
+    def __del__(self) -> None:
+        # A response that was dropped before its body was ever iterated (the
+        # client left between headers and body) must not keep the engine busy.
+        if self.result is None and not self.job.finished:
+            self.deployment.cancel(self.job)
+
     async def collect(self) -> GenerationResult:
         """Wait for the end and return the result (the text is in it)."""
         async for _ in self:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 from quart import jsonify
 
@@ -17,6 +17,32 @@ from llmd.http.streaming import render_stream, sse, sse_json, sse_response
 
 def _render_error(err: LlmdError, path: str) -> tuple[Any, int]:
     return t.error_body(err), err.status
+
+
+def _stream(core: Core, gen: Any, body: Any, cid: str, model: str, obj: str, *,
+            piece: Callable[[int, str, str | None], dict], first: Callable[[int], dict] | None = None) -> Any:
+    """The SSE response shared by chat completions and completions.
+
+    ``piece(created, text, finish_reason)`` builds one chunk; ``first`` an
+    optional opening chunk. Ends with the finish chunk, the usage chunk when
+    ``stream_options.include_usage`` asks for it, and ``[DONE]``.
+    """
+    created = int(time.time())
+    usage = bool(body.stream_options and body.stream_options.include_usage)
+
+    def end(result: Any) -> list[str]:
+        out = [sse_json(piece(created, "", t.finish_reason(result)))]
+        if usage:
+            out.append(sse_json(t.usage_chunk(cid, created, model, obj, result)))
+        return out + [sse("[DONE]")]
+
+    return sse_response(core, render_stream(
+        gen,
+        start=(lambda: sse_json(first(created))) if first else None,
+        token=lambda text: sse_json(piece(created, text, None)),
+        end=end,
+        error=lambda err: [sse_json(t.error_body(err)), sse("[DONE]")],
+    ))
 
 
 def build(core: Core) -> Dialect:
@@ -45,22 +71,10 @@ def build(core: Core) -> Dialect:
         cid, model = t.new_id("chatcmpl"), gen.deployment.model.name
         if not body.stream:
             return jsonify(t.chat_response(await gen.collect_or_raise(), cid, model))
-        created = int(time.time())
-        usage = bool(body.stream_options and body.stream_options.include_usage)
-
-        def end(result: Any) -> list[str]:
-            out = [sse_json(t.chat_chunk(cid, created, model, {}, t.finish_reason(result)))]
-            if usage:
-                out.append(sse_json(t.usage_chunk(cid, created, model, "chat.completion.chunk", result)))
-            return out + [sse("[DONE]")]
-
-        return sse_response(core, render_stream(
-            gen,
-            start=lambda: sse_json(t.chat_chunk(cid, created, model, {"role": "assistant", "content": ""})),
-            token=lambda text: sse_json(t.chat_chunk(cid, created, model, {"content": text})),
-            end=end,
-            error=lambda err: [sse_json(t.error_body(err)), sse("[DONE]")],
-        ))
+        return _stream(core, gen, body, cid, model, "chat.completion.chunk",
+                       piece=lambda created, text, finish: t.chat_chunk(
+                           cid, created, model, {} if finish else {"content": text}, finish),
+                       first=lambda created: t.chat_chunk(cid, created, model, {"role": "assistant", "content": ""}))
 
     @d.route("/v1/completions", ("POST",), summary="Create a completion", body=CompletionRequest, sse=True)
     async def completions() -> Any:
@@ -70,21 +84,8 @@ def build(core: Core) -> Dialect:
         cid, model = t.new_id("cmpl"), gen.deployment.model.name
         if not body.stream:
             return jsonify(t.completion_response(await gen.collect_or_raise(), cid, model))
-        created = int(time.time())
-        usage = bool(body.stream_options and body.stream_options.include_usage)
-
-        def end(result: Any) -> list[str]:
-            out = [sse_json(t.completion_chunk(cid, created, model, "", t.finish_reason(result)))]
-            if usage:
-                out.append(sse_json(t.usage_chunk(cid, created, model, "text_completion", result)))
-            return out + [sse("[DONE]")]
-
-        return sse_response(core, render_stream(
-            gen,
-            token=lambda text: sse_json(t.completion_chunk(cid, created, model, text)),
-            end=end,
-            error=lambda err: [sse_json(t.error_body(err)), sse("[DONE]")],
-        ))
+        return _stream(core, gen, body, cid, model, "text_completion",
+                       piece=lambda created, text, finish: t.completion_chunk(cid, created, model, text, finish))
 
     @d.route("/v1/embeddings", ("POST",), summary="Create embeddings", body=EmbeddingRequest)
     async def embeddings() -> Any:
