@@ -9,23 +9,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import write_tiny_gguf  # noqa: E402
+from helpers import make_config, write_tiny_gguf  # noqa: E402
 
-from llmd.config import load_config  # noqa: E402
 from llmd.core import Core  # noqa: E402
 from llmd.core.engine.fake import FakeEngine  # noqa: E402
 from llmd.store import Store  # noqa: E402
-
-
-def make_config(tmp_path: Path, **flags: object):
-    """A config isolated in ``tmp_path``: no /etc file, no environment."""
-    base = {"paths.state_dir": str(tmp_path / "state"), "paths.runtime_dir": str(tmp_path / "run"),
-            "models.discover_bundled": False, "models.default": "tiny"}
-    base.update(flags)
-    empty = tmp_path / "llmd.toml"
-    if not empty.exists():
-        empty.write_text("")
-    return load_config(config_file=empty, env={}, flags=base)
 
 
 @pytest.fixture

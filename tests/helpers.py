@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llmd.config import load_config
+
 
 def write_tiny_gguf(path: Path, *, arch: str = "llama", context_length: int = 256,
                     file_type: int = 3, name: str = "tiny") -> Path:
@@ -82,3 +84,15 @@ async def wait_requests(core, n: int, timeout: float = 5.0) -> list[dict]:
         if len(rows) >= n or time.monotonic() > deadline:
             return rows
         await asyncio.sleep(0.01)
+
+
+def make_config(tmp_path: Path, **flags: object):
+    """A config isolated in ``tmp_path``: no /etc file, no environment."""
+    base = {"paths.state_dir": str(tmp_path / "state"), "paths.runtime_dir": str(tmp_path / "run"),
+            "models.discover_bundled": False, "models.default": "tiny"}
+    base.update(flags)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    empty = tmp_path / "llmd.toml"
+    if not empty.exists():
+        empty.write_text("")
+    return load_config(config_file=empty, env={}, flags=base)

@@ -66,6 +66,8 @@ def build_openapi(dialects: list[Dialect]) -> dict[str, Any]:
         err_name = f"{d.name}_error"
         components[err_name] = _error_schema(d)
         for r in d.routes:
+            if r.websocket:
+                continue  # OpenAPI cannot describe WebSockets; docs/api.md does
             path = openapi_path(r.path)
             params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
                       for n in re.findall(r"{(\w+)}", path)]
@@ -93,12 +95,14 @@ def build_openapi(dialects: list[Dialect]) -> dict[str, Any]:
                 if params:
                     op["parameters"] = params
                 if r.body is not None:
-                    schema = r.body.model_json_schema(ref_template="#/components/schemas/{model}")
+                    # Dialects reuse class names (GenerateBody, ChatMessageIn): prefix with the dialect.
+                    schema = r.body.model_json_schema(ref_template="#/components/schemas/" + d.name + "_{model}")
                     for name, sub in schema.pop("$defs", {}).items():
-                        components[name] = sub
-                    components[r.body.__name__] = schema
+                        components[f"{d.name}_{name}"] = sub
+                    body_name = f"{d.name}_{r.body.__name__}"
+                    components[body_name] = schema
                     op["requestBody"] = {"required": True, "content": {"application/json": {
-                        "schema": {"$ref": f"#/components/schemas/{r.body.__name__}"}}}}
+                        "schema": {"$ref": f"#/components/schemas/{body_name}"}}}}
                 if r.public:
                     op["security"] = []
                 paths.setdefault(path, {})[method.lower()] = op

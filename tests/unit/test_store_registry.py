@@ -63,6 +63,26 @@ async def test_a_new_migration_is_applied_on_reopen(tmp_path, monkeypatch):
     await s.close()
 
 
+async def test_a_failing_migration_leaves_nothing_behind(tmp_path, monkeypatch):
+    import sqlite3
+
+    import llmd.store.db as db
+
+    path = tmp_path / "llmd.db"
+    broken = MIGRATIONS + [("9999_broken", "CREATE TABLE half (x INTEGER);\nTHIS IS NOT SQL;")]
+    monkeypatch.setattr(db, "MIGRATIONS", broken)
+    s = Store(path)
+    with pytest.raises(sqlite3.Error):
+        await s.open()
+    await s._db.close()  # what a crash would do: the connection goes away mid-transaction
+    monkeypatch.setattr(db, "MIGRATIONS", MIGRATIONS)
+    s = Store(path)
+    await s.open()
+    assert "9999_broken" not in await s.applied_migrations()
+    assert await s.fetchall("SELECT name FROM sqlite_master WHERE name='half'") == []
+    await s.close()
+
+
 async def test_transaction_commits(store):
     async with store.transaction() as db:
         await db.execute(
