@@ -36,6 +36,7 @@ class Route:
     text: bool = False  # the route answers plain text or HTML
     public: bool = False
     description: str = ""
+    websocket: bool = False  # registered with app.add_websocket; the handler owns its errors
 
 
 @dataclass
@@ -60,6 +61,21 @@ class Dialect:
         def deco(fn: Handler) -> Handler:
             self.routes.append(Route(path, tuple(methods), fn, summary, body, response, query,
                                      sse, text, public, description or (fn.__doc__ or "").strip()))
+            return fn
+
+        return deco
+
+    def websocket(self, path: str, *, summary: str, description: str = "") -> Callable[[Handler], Handler]:
+        """Decorator: declare a WebSocket handler for ``path``.
+
+        The handler speaks the dialect's own message protocol, so it reports
+        its errors as messages itself; only unexpected exceptions are caught
+        (logged, and the socket closed with code 1011).
+        """
+
+        def deco(fn: Handler) -> Handler:
+            self.routes.append(Route(path, ("GET",), fn, summary, public=False,
+                                     description=description or (fn.__doc__ or "").strip(), websocket=True))
             return fn
 
         return deco

@@ -35,10 +35,12 @@ class Store:
         from llmd.store.models import ModelRepo
         from llmd.store.requests import RequestLogRepo
         from llmd.store.deployments import DeploymentRepo
+        from llmd.store.sessions import ChatSessionRepo
 
         self.models = ModelRepo(self)
         self.requests = RequestLogRepo(self)
         self.deployments = DeploymentRepo(self)
+        self.sessions = ChatSessionRepo(self)
 
     @property
     def db(self) -> aiosqlite.Connection:

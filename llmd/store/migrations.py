@@ -66,4 +66,28 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX request_log_ts ON request_log(ts);
         """,
     ),
+    (
+        "0004_chat_sessions",
+        """
+        CREATE TABLE chat_sessions (
+            id TEXT PRIMARY KEY,           -- the client's session id (seed 000's /ws/chat/{session_id}/)
+            model TEXT,                    -- the session's current model (registry name); NULL: the default
+            system_prompt TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE TABLE chat_messages (
+            id INTEGER PRIMARY KEY,
+            session_id TEXT NOT NULL REFERENCES chat_sessions(id) ON DELETE CASCADE,
+            role TEXT NOT NULL,            -- user | assistant
+            content TEXT NOT NULL,
+            model TEXT,
+            status TEXT NOT NULL DEFAULT 'ok',  -- ok | length | cancelled | error | shutdown
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX chat_messages_session ON chat_messages(session_id, id);
+        """,
+    ),
 ]
