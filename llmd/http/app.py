@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
-from quart import Quart, Response, jsonify, request
+from quart import Quart, Response, g, jsonify, request, websocket
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from llmd.core import Core
+from llmd.core.ratelimit import client_key, limiter_from_config
 from llmd.errors import (
     InternalError, LlmdError, MethodNotAllowedError, NotFoundError, PayloadTooLargeError, ValidationError,
 )
-from llmd.http import admin, local, openai
+from llmd.http import admin, easyviz, local, openai, spec
 from llmd.http.api import Dialect, Route
 from llmd.http.docs import NO_ASSETS_HTML, REDOC_HTML, SWAGGER_HTML, asset, build_openapi
 
 log = logging.getLogger(__name__)
+
+# Paths whose responses carry X-RateLimit-* headers and whose clients are limited.
+RATE_LIMITED_PREFIXES = ("/api/v1/", "/v1/")
 
 
 def _docs_dialect(fallback: Dialect, dialects: list[Dialect]) -> Dialect:
@@ -65,7 +70,7 @@ def create_app(core: Core) -> Quart:
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    dialects = [openai.build(core), local.build(core), admin.build(core)]
+    dialects = [openai.build(core), local.build(core), admin.build(core), easyviz.build(core), spec.build(core)]
     dialects.append(_docs_dialect(dialects[1], dialects))
     fallback = dialects[1]  # seed 003's {"detail": ...} for paths nobody owns
 
@@ -81,6 +86,35 @@ def create_app(core: Core) -> Quart:
         resp.status_code = status
         for k, v in err.headers.items():
             resp.headers[k] = v
+        return resp
+
+    # -- rate limiting (seed 001's X-RateLimit-* headers; docs/api-spec.md) ----------------
+    limiter = limiter_from_config(core.config)  # None when ratelimit.enabled resolves to off
+
+    @app.before_request
+    async def rate_limit() -> Response | None:
+        """Charge the client's bucket; an empty bucket is a 429 in the path's dialect."""
+        if limiter is None or not request.path.startswith(RATE_LIMITED_PREFIXES):
+            return None
+        client = request.scope.get("client")
+        if not client:  # Hypercorn gives no peer address for a Unix-socket connection: local admin, exempt
+            return None
+        key = client_key(client[0], request.headers.get("Authorization"), request.headers.get("X-API-Key"))
+        decision = limiter.take(key)
+        g.llmd_ratelimit = decision
+        if decision.allowed:
+            return None
+        d = dialect_for(request.path)
+        core.metrics.observe_rate_limited(d.name)
+        return render(d, decision.error())
+
+    @app.after_request
+    async def rate_limit_headers(resp: Response) -> Response:
+        """X-RateLimit-Limit, -Remaining and -Reset on every limited response."""
+        decision = g.get("llmd_ratelimit")
+        if decision is not None:
+            for k, v in decision.headers().items():
+                resp.headers[k] = v
         return resp
 
     def wrap(d: Dialect, route: Route) -> Any:
@@ -103,8 +137,25 @@ def create_app(core: Core) -> Quart:
         view.__name__ = f"{d.name}_{route.handler.__name__}"
         return view
 
+    def wrap_ws(d: Dialect, route: Route) -> Any:
+        async def view(**kwargs: Any) -> Any:
+            try:
+                return await route.handler(**kwargs)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - logged with traceback, never sent
+                log.exception("unhandled error in WebSocket %s", websocket.path)
+                await websocket.close(1011, "internal error")
+
+        view.__name__ = f"{d.name}_ws_{route.handler.__name__}"
+        return view
+
     for d in dialects:
         for route in d.routes:
+            if route.websocket:
+                app.add_websocket(route.path, endpoint=f"{d.name}.{route.handler.__name__}",
+                                  view_func=wrap_ws(d, route))
+                continue
             app.add_url_rule(route.path, endpoint=f"{d.name}.{route.handler.__name__}",
                              view_func=wrap(d, route), methods=list(route.methods))
 
@@ -124,6 +175,7 @@ def create_app(core: Core) -> Quart:
         return render(dialect_for(request.path), InternalError("internal server error; see the daemon's log"))
 
     app.extensions["llmd_dialects"] = dialects
+    app.extensions["llmd_ratelimiter"] = limiter
     return app
 
 
