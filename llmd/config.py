@@ -32,6 +32,8 @@ class ServerConfig:
     graceful_timeout: float = 10.0
     keep_alive_timeout: float = 5.0
     max_body_bytes: int = 4 * 1024 * 1024
+    # Most requests in one POST /api/v1/batch/generate; more is a 400.
+    max_batch_size: int = 16
 
 
 @dataclass
@@ -46,9 +48,12 @@ class PathsConfig:
 class EngineConfig:
     """llama.cpp settings applied to every deployment unless a model overrides them."""
 
-    n_ctx: int = 4096  # 0 means the model's own training context
+    n_ctx: int = 4096  # tokens per slot (one request); 0 means the model's own training context
     n_threads: int = 0  # 0 means one per physical core
-    n_batch: int = 512
+    n_batch: int = 512  # most tokens in one decode step, all slots together
+    parallel: int = 4  # sequence slots: requests generated at the same time
+    prefill_chunk: int = 256  # prompt tokens of one request per step, so long prompts never stall others
+    kv_unified: bool = False  # one KV buffer shared by all slots (False: one per slot, faster here)
     n_gpu_layers: int = 0
     queue_size: int = 16  # requests waiting per deployment before 503 + Retry-After
     load_wait_s: float = 0.0  # how long a request waits for a model that is loading
@@ -76,6 +81,16 @@ class SamplingConfig:
 
 
 @dataclass
+class RateLimitConfig:
+    """Per-client token buckets on ``/api/v1/*`` and ``/v1/*`` (see ``llmd.core.ratelimit``)."""
+
+    # "auto": on unless server.host is a loopback address; "on"; "off".
+    enabled: str = "auto"
+    requests_per_minute: int = 300  # refill rate of each client's bucket
+    burst: int = 100  # bucket size: requests a client may make at once
+
+
+@dataclass
 class LogConfig:
     """Logging."""
 
@@ -91,6 +106,7 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     log: LogConfig = field(default_factory=LogConfig)
     # "section.key" -> "default", "file <path>", "env LLMD_X" or "flag --x"
     sources: dict[str, str] = field(default_factory=dict, repr=False)
@@ -292,13 +308,20 @@ def _check(cfg: Config) -> None:
         ("server.port", 0 <= cfg.server.port <= 65535, "must be 0-65535"),
         ("server.graceful_timeout", cfg.server.graceful_timeout >= 0, "must be >= 0"),
         ("server.max_body_bytes", cfg.server.max_body_bytes > 0, "must be > 0"),
+        ("server.max_batch_size", cfg.server.max_batch_size >= 1, "must be >= 1"),
         ("engine.queue_size", cfg.engine.queue_size >= 0, "must be >= 0"),
         ("engine.n_ctx", cfg.engine.n_ctx >= 0, "must be >= 0"),
         ("engine.n_threads", cfg.engine.n_threads >= 0, "must be >= 0"),
         ("engine.n_batch", cfg.engine.n_batch >= 1, "must be >= 1"),
+        ("engine.parallel", 1 <= cfg.engine.parallel <= 256, "must be 1-256"),
+        ("engine.prefill_chunk", cfg.engine.prefill_chunk >= 1, "must be >= 1"),
         ("sampling.max_tokens", cfg.sampling.max_tokens >= 1, "must be >= 1"),
         ("sampling.temperature", 0 <= cfg.sampling.temperature <= 2, "must be 0-2"),
         ("sampling.top_p", 0 <= cfg.sampling.top_p <= 1, "must be 0-1"),
+        ("ratelimit.enabled", cfg.ratelimit.enabled.lower() in ("auto", "on", "off"),
+         "must be auto, on or off"),
+        ("ratelimit.requests_per_minute", cfg.ratelimit.requests_per_minute >= 1, "must be >= 1"),
+        ("ratelimit.burst", cfg.ratelimit.burst >= 1, "must be >= 1"),
         ("log.level", cfg.log.level.lower() in ("debug", "info", "warning", "error"),
          "must be debug, info, warning or error"),
     ]

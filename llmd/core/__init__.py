@@ -7,6 +7,7 @@ method here, and render the result.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -19,11 +20,13 @@ from llmd.config import Config
 from llmd.core.deployments import Deployment, Generation, Job
 from llmd.core.engine.base import Engine, LoadSettings
 from llmd.core.generation import apply_defaults, build_prompt, fit_context
+from llmd.core.metrics import Metrics
+from llmd.core.sessions import ChatSessions
 from llmd.core.registry import Model, Registry
 from llmd.core.types import (
     DeploymentState, EmbeddingResult, FinishReason, GenerateRequest, GenerationResult,
 )
-from llmd.errors import ModelNotLoadedError, ShuttingDownError, ValidationError
+from llmd.errors import EngineError, ModelNotLoadedError, ShuttingDownError, ValidationError
 from llmd.store import Store
 
 log = logging.getLogger(__name__)
@@ -43,9 +46,11 @@ class Core:
         self.deployments: dict[str, Deployment] = {}
         self.started_at = time.time()
         self.shutting_down = False
-        self.active_streams = 0  # open streaming responses, kept by the HTTP layer
+        self.active_streams = 0  # open SSE responses and WebSockets, kept by the HTTP layer
         self._on_status = on_status or (lambda _msg: None)
         self._tasks: set[asyncio.Task] = set()
+        self.metrics = Metrics()
+        self.sessions = ChatSessions(self)
 
     # -- lifecycle ------------------------------------------------------
     async def start(self) -> None:
@@ -78,11 +83,12 @@ class Core:
         if model.context_length:
             n_ctx = min(n_ctx, model.context_length)
         threads = e.n_threads or psutil.cpu_count(logical=False) or os.cpu_count() or 1
-        return LoadSettings(n_ctx=n_ctx, n_threads=threads, n_batch=e.n_batch, n_gpu_layers=e.n_gpu_layers)
+        return LoadSettings(n_ctx=n_ctx, n_threads=threads, n_batch=e.n_batch, n_gpu_layers=e.n_gpu_layers,
+                            n_slots=e.parallel, kv_unified=e.kv_unified)
 
     def _new_deployment(self, model: Model) -> Deployment:
         dep = Deployment(model, self.load_settings(model), self.engine,
-                         queue_size=self.config.engine.queue_size,
+                         queue_size=self.config.engine.queue_size, prefill_chunk=self.config.engine.prefill_chunk,
                          on_finish=self._record_request, on_state=self._state_changed)
         self.deployments[model.name] = dep
         return dep
@@ -108,12 +114,51 @@ class Core:
             return existing
         return await self._start_deployment(self._new_deployment(model))
 
+    async def load_model(self, name: str | None, *, n_gpu_layers: int | None = None) -> Deployment:
+        """Load a registered model (by name or alias) and wait for the load to finish.
+
+        Loading an already running model with the same settings is a no-op;
+        different settings reload it. A failed load is reported as the
+        deployment's ``error`` state, and raised as :class:`EngineError`.
+        """
+        if self.shutting_down:
+            raise ShuttingDownError()
+        model = await self.resolve(name)
+        settings = self.load_settings(model)
+        if n_gpu_layers is not None:
+            settings = dataclasses.replace(settings, n_gpu_layers=n_gpu_layers)
+        existing = self.deployments.get(model.name)
+        if existing is not None:
+            if existing.state in (DeploymentState.PENDING, DeploymentState.STARTING):
+                await existing.wait_loaded(3600)
+            if existing.state is DeploymentState.RUNNING and existing.settings == settings:
+                return existing
+            await self.unload_model(model.name)
+        dep = self._new_deployment(model)
+        dep.settings = settings
+        await self._start_deployment(dep)
+        if dep.state is not DeploymentState.RUNNING:
+            raise EngineError(f"model '{model.name}' failed to load: {dep.error}",
+                              details={"model": model.name, "state": dep.state.value})
+        return dep
+
+    async def unload_model(self, name: str | None) -> bool:
+        """Stop a model's deployment and free its memory; False if it was not loaded."""
+        model = await self.resolve(name)
+        dep = self.deployments.pop(model.name, None)
+        if dep is None:
+            return False
+        await dep.stop(FinishReason.SHUTDOWN, f"model '{model.name}' was unloaded")
+        self._on_status(f"unloaded {model.name}")
+        return True
+
     def _state_changed(self, dep: Deployment) -> None:
         self._spawn(self.store.deployments.upsert(
             dep.model.name, dep.state.value, dep.settings.to_dict(), dep.error))
 
     def _record_request(self, job: Job, result: GenerationResult) -> None:
         meta = job.meta
+        self.metrics.observe_request(meta, result)
         status = {FinishReason.STOP: "ok", FinishReason.LENGTH: "length"}.get(
             result.finish_reason, result.finish_reason.value)
         self._spawn(self.store.requests.add(

@@ -1,10 +1,12 @@
-"""Deployments: a model loaded into an engine, with its worker thread and queue.
+"""Deployments: a model loaded into an engine, with its scheduler thread and queue.
 
-Engine v1 runs one generation at a time per deployment. Requests wait in a
-bounded FIFO queue; past the bound they are refused with 503 and
-``Retry-After`` instead of waiting without limit. Each deployment owns one
-worker thread, so llama.cpp never runs on the event loop; token events are
-handed to the request's asyncio queue with ``call_soon_threadsafe``.
+A deployment runs up to ``parallel`` generations at once through the
+continuous-batching scheduler (``core/engine/scheduler.py``). Requests beyond
+the free slots wait in a bounded FIFO queue; past the bound they are refused
+with 503 and ``Retry-After`` instead of waiting without limit. Each
+deployment owns one worker thread, so llama.cpp never runs on the event loop;
+token events are handed to the request's asyncio queue with
+``call_soon_threadsafe``.
 """
 
 from __future__ import annotations
@@ -19,19 +21,19 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
 from llmd.core.engine.base import Engine, LoadedModel, LoadSettings
-from llmd.core.engine.textstream import TextAssembler
+from llmd.core.engine.scheduler import BatchScheduler
 from llmd.core.registry import Model
 from llmd.core.types import (
     DeploymentState, FinishReason, GenerationResult, SamplingParams, Timings, TokenEvent, Usage,
 )
-from llmd.errors import EngineError, LlmdError, ModelNotLoadedError, ServerBusyError, ShuttingDownError
+from llmd.errors import EngineError, ModelNotLoadedError, ServerBusyError, ShuttingDownError
 
 log = logging.getLogger(__name__)
 
 _LOG_LINES = 1000  # per-deployment log lines kept in memory
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: jobs live in sets
 class Job:
     """One generation as the worker thread sees it."""
 
@@ -111,7 +113,7 @@ class Deployment:
     """One loaded model, its worker thread and its admission queue."""
 
     def __init__(self, model: Model, settings: LoadSettings, engine: Engine, *,
-                 queue_size: int, on_finish: FinishHook,
+                 queue_size: int, on_finish: FinishHook, prefill_chunk: int = 256,
                  on_state: Callable[["Deployment"], None] | None = None) -> None:
         self.model = model
         self.settings = settings
@@ -128,10 +130,13 @@ class Deployment:
         self._on_state = on_state
         self._cond = threading.Condition()
         self._queue: collections.deque[Job] = collections.deque()
-        self._active: Job | None = None
+        self._running: set[Job] = set()
         self._closing = False
+        self.prefill_chunk = prefill_chunk
+        self.scheduler: BatchScheduler | None = None
         self._thread: threading.Thread | None = None
         self._loaded_event = asyncio.Event()
+        self._stop_message = "llmd is shutting down"
         # Tokenizing, template rendering and embeddings: off the loop, and
         # off the generation thread so they never wait behind a long answer.
         self.aux = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"llmd-aux-{model.name}")
@@ -161,6 +166,12 @@ class Deployment:
             self._set_state(DeploymentState.ERROR, f"load failed: {exc}")
             self._loaded_event.set()
             return
+        if self._closing:  # stopped while loading: free the model instead of serving it
+            loaded, self.loaded = self.loaded, None
+            await asyncio.to_thread(loaded.close)
+            self._set_state(DeploymentState.STOPPED)
+            self._loaded_event.set()
+            return
         self.load_seconds = time.monotonic() - t0
         self.started_at = time.time()
         self._thread = threading.Thread(target=self._run, name=f"llmd-gen-{self.model.name}", daemon=True)
@@ -176,17 +187,19 @@ class Deployment:
             except asyncio.TimeoutError:
                 pass
 
-    async def stop(self, reason: FinishReason = FinishReason.SHUTDOWN) -> None:
-        """Refuse new work, end queued and running jobs, free the model."""
+    async def stop(self, reason: FinishReason = FinishReason.SHUTDOWN,
+                   message: str = "llmd is shutting down") -> None:
+        """Refuse new work, end queued and running jobs (their error says ``message``), free the model."""
         if self.state in (DeploymentState.STOPPED, DeploymentState.STOPPING):
             return
+        self._stop_message = message
         self._set_state(DeploymentState.STOPPING)
         with self._cond:
             self._closing = True
             queued = list(self._queue)
             self._queue.clear()
-            if self._active is not None:
-                self._active.cancel(reason)
+            for job in self._running:
+                job.cancel(reason)
             self._cond.notify_all()
         for job in queued:
             self._finish_unstarted(job, reason)
@@ -220,7 +233,7 @@ class Deployment:
         with self._cond:
             if self._closing:
                 raise ShuttingDownError()
-            busy = self._active is not None
+            busy = len(self._running) + len(self._queue) >= self.settings.n_slots
             if busy and len(self._queue) >= self.queue_size:
                 raise ServerBusyError(
                     f"model '{self.model.name}' is busy: {len(self._queue)} requests are waiting",
@@ -251,8 +264,9 @@ class Deployment:
                 "state": self.state.value,
                 "error": self.error,
                 "queued": len(self._queue),
-                "active": 1 if self._active is not None else 0,
+                "active": len(self._running),
                 "queue_size": self.queue_size,
+                **(self.scheduler.stats() if self.scheduler else {"slots": self.settings.n_slots}),
                 "completed": self.completed,
                 "device": self.loaded.device if self.loaded else None,
                 "load_seconds": self.load_seconds,
@@ -261,19 +275,54 @@ class Deployment:
 
     # -- worker thread --------------------------------------------------
     def _run(self) -> None:
-        while True:
+        try:
+            self._schedule()
+        except BaseException:  # the worker must never vanish silently with requests waiting on it
+            log.exception("the scheduler of %s died", self.model.name)
+            self.log("error", "the scheduler thread died; see the daemon's log")
             with self._cond:
-                while not self._queue and not self._closing:
+                self._closing = True
+                stranded = list(self._running) + list(self._queue)
+                self._queue.clear()
+            for job in stranded:
+                if not job.finished:
+                    self._finish_running(job, GenerationResult(
+                        text="", finish_reason=FinishReason.ERROR, usage=Usage(len(job.prompt), 0),
+                        timings=Timings(), model=self.model.name,
+                        error=EngineError("the engine stopped unexpectedly")))
+            raise
+
+    def _schedule(self) -> None:
+        assert self.loaded is not None
+        sched = self.scheduler = BatchScheduler(
+            self.loaded, n_batch=self.settings.n_batch, prefill_chunk=self.prefill_chunk,
+            post=self._post, finish=self._finish_running, model_name=self.model.name,
+            stop_message=lambda: self._stop_message, log_line=self.log)
+        while True:
+            admitted = []
+            with self._cond:
+                while not self._queue and not sched.busy() and not self._closing:
                     self._cond.wait()
-                if not self._queue:
+                if self._closing and not self._queue and not sched.busy():
                     return
-                job = self._queue.popleft()
-                self._active = job
+                free = sched.free_slots()
+                while self._queue and free > 0:
+                    job = self._queue.popleft()
+                    self._running.add(job)
+                    admitted.append(job)
+                    free -= 1
+            for job in admitted:
+                sched.admit(job)
             try:
-                self._execute(job)
-            finally:
-                with self._cond:
-                    self._active = None
+                sched.step()
+            except Exception:  # noqa: BLE001 - never let the worker die with jobs in flight
+                log.exception("scheduler step failed on %s", self.model.name)
+                sched.end_all(FinishReason.ERROR)
+
+    def _finish_running(self, job: Job, result: GenerationResult) -> None:
+        with self._cond:
+            self._running.discard(job)
+        self._finish(job, result)
 
     def _post(self, job: Job, event: Any) -> None:
         try:
@@ -292,73 +341,9 @@ class Deployment:
 
     def _finish_unstarted(self, job: Job, reason: FinishReason) -> None:
         """End a job that never reached the engine (cancelled while queued, or shutdown)."""
-        err = ShuttingDownError() if reason is FinishReason.SHUTDOWN else None
+        err = ShuttingDownError(self._stop_message) if reason is FinishReason.SHUTDOWN else None
         now = time.monotonic() - job.submitted
         self._finish(job, GenerationResult(
             text="", finish_reason=reason, usage=Usage(len(job.prompt), 0),
             timings=Timings(queued_s=now, duration_s=now), model=self.model.name, error=err,
-        ))
-
-    def _execute(self, job: Job) -> None:
-        model = self.loaded
-        assert model is not None
-        params = job.params
-        started = time.monotonic()
-        queued_s = started - job.submitted
-        first: float | None = None
-        count = 0
-        assembler = TextAssembler(params.stop)
-        finish = FinishReason.STOP
-        error: LlmdError | None = None
-        if job.cancel_event.is_set():
-            self._finish_unstarted(job, job.cancel_reason)
-            return
-        tokens = model.sample_tokens(job.prompt, params)
-        try:
-            for token in tokens:
-                if job.cancel_event.is_set():
-                    finish = job.cancel_reason
-                    break
-                if first is None:
-                    first = time.monotonic()
-                if model.is_eog(token) and not params.ignore_eos:
-                    finish = FinishReason.STOP
-                    break
-                count += 1
-                text = assembler.feed(model.token_bytes(token))
-                if text:
-                    self._post(job, TokenEvent(text))
-                if assembler.stopped:
-                    finish = FinishReason.STOP
-                    break
-                if params.max_tokens is not None and count >= params.max_tokens:
-                    finish = FinishReason.LENGTH
-                    break
-            if finish in (FinishReason.STOP, FinishReason.LENGTH):
-                tail = assembler.finish()
-                if tail:
-                    self._post(job, TokenEvent(tail))
-        except Exception as exc:  # noqa: BLE001 - reported to the client as a final event
-            log.exception("generation failed on %s", self.model.name)
-            self.log("error", f"generation failed: {exc}")
-            finish = FinishReason.ERROR
-            error = EngineError(f"generation failed: {type(exc).__name__}")
-        finally:
-            tokens.close()
-        end = time.monotonic()
-        decode_s = end - first if first is not None else 0.0
-        if finish is FinishReason.SHUTDOWN:
-            error = ShuttingDownError("the answer was cut short: llmd is shutting down")
-        self._finish(job, GenerationResult(
-            text=assembler.text,
-            finish_reason=finish,
-            usage=Usage(len(job.prompt), count),
-            timings=Timings(
-                queued_s=queued_s,
-                ttft_s=(first - job.submitted) if first is not None else end - job.submitted,
-                duration_s=end - job.submitted,
-                decode_tps=(count - 1) / decode_s if count > 1 and decode_s > 0 else 0.0,
-            ),
-            model=self.model.name,
-            error=error,
         ))

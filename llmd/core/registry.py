@@ -109,7 +109,8 @@ class Registry:
         if model is None:
             known = [m.name for m in await self.list()]
             raise ModelNotFoundError(
-                f"model '{name_or_alias}' is not registered",
+                f"model '{name_or_alias}' is not registered; available: {', '.join(known) or 'none'}"
+                " (or 'default')",
                 field="model",
                 details={"available": known},
             )

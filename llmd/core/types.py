@@ -35,6 +35,7 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    grammar: str | None = None  # GBNF; JSON schemas are converted before they get here
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class Usage:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens whose KV cache was reused, not evaluated
 
     @property
     def total_tokens(self) -> int:

@@ -103,8 +103,11 @@ def test_stop_at_the_very_start():
     assert asm.text == ""
 
 
-def test_invalid_bytes_at_the_end_become_replacement():
+def test_an_unfinished_character_at_the_end_is_dropped_not_replaced():
     asm = TextAssembler()
-    assert asm.feed("ok".encode() + "ж".encode()[:1]) == "ok"
-    # an incomplete character at the very end cannot be completed any more
-    assert asm.finish() == "\ufffd"
+    data = "春天".encode("utf-8")
+    out = asm.feed(data[:3]) + asm.feed(data[3:5])  # the second character is cut after two of its bytes
+    out += asm.finish()
+    assert out == "春" == asm.text
+    assert asm.dropped_bytes == 2
+    assert "\ufffd" not in out

@@ -1,14 +1,22 @@
 """What the core needs from an inference engine.
 
-An :class:`Engine` loads a model file into a :class:`LoadedModel`. All
-methods of a loaded model are blocking and are only ever called from that
-deployment's worker thread (or an executor), never from the event loop.
+An :class:`Engine` loads a model file into a :class:`LoadedModel`: one
+llama.cpp model and one context with ``n_slots`` sequence slots. The
+deployment's scheduler thread drives it step by step: each step is one
+:meth:`LoadedModel.decode` of a batch that mixes the next token of every
+generating sequence with chunks of new prompts, followed by one
+:meth:`LoadedModel.sample` per sequence that asked for logits.
+
+All methods are blocking. ``decode``, ``sample``, ``new_sampler``,
+``free_sampler`` and ``seq_rm`` are only called from the scheduler thread;
+``tokenize``, ``render_chat`` and ``embed`` from the deployment's auxiliary
+executor (tokenizing only reads the vocabulary, so it may run beside a decode).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from llmd.core.types import ChatMessage, SamplingParams
 
@@ -17,15 +25,27 @@ from llmd.core.types import ChatMessage, SamplingParams
 class LoadSettings:
     """Runtime settings of one deployment."""
 
-    n_ctx: int
+    n_ctx: int  # tokens per sequence slot
     n_threads: int
     n_batch: int
     n_gpu_layers: int
+    n_slots: int = 1
+    kv_unified: bool = False
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form, stored with the deployment."""
         return {"n_ctx": self.n_ctx, "n_threads": self.n_threads, "n_batch": self.n_batch,
-                "n_gpu_layers": self.n_gpu_layers}
+                "n_gpu_layers": self.n_gpu_layers, "parallel": self.n_slots, "kv_unified": self.kv_unified}
+
+
+@dataclass(frozen=True)
+class BatchEntry:
+    """Tokens of one sequence in a decode batch, starting at position ``pos``."""
+
+    seq: int
+    tokens: Sequence[int]
+    pos: int
+    logits: bool  # compute logits for the last token (to sample from it)
 
 
 # Receives llama.cpp's (or the fake's) log lines during load and generation.
@@ -33,10 +53,11 @@ LogSink = Callable[[str, str], None]  # (level, message)
 
 
 class LoadedModel(Protocol):
-    """A model ready to generate. Not thread-safe: one worker thread owns it."""
+    """A model ready to generate. Not thread-safe: see the module docstring."""
 
     path: str
-    n_ctx: int
+    n_ctx: int  # tokens per slot: the most one request can use
+    n_slots: int
     device: str  # "cpu" or "cuda"
     n_gpu_layers: int
 
@@ -52,12 +73,23 @@ class LoadedModel(Protocol):
     def is_eog(self, token: int) -> bool:
         """True for end-of-generation tokens (EOS, EOT, ...)."""
 
-    def sample_tokens(self, prompt: list[int], params: SamplingParams) -> Iterator[int]:
-        """Evaluate ``prompt`` and yield sampled tokens until closed.
+    def check_grammar(self, grammar: str) -> None:
+        """Raise ValidationError if ``grammar`` (GBNF) does not parse."""
 
-        The caller stops at max_tokens, EOG, stop strings or cancellation
-        by closing the generator.
-        """
+    def new_sampler(self, params: SamplingParams) -> Any:
+        """A sampler chain for one request."""
+
+    def free_sampler(self, sampler: Any) -> None:
+        """Free a sampler chain."""
+
+    def decode(self, entries: Sequence[BatchEntry]) -> list[int]:
+        """Evaluate one batch; returns, per entry, the row to sample from (-1 if none)."""
+
+    def sample(self, sampler: Any, row: int) -> int:
+        """Sample (and accept) the next token of a sequence from a logits row."""
+
+    def seq_rm(self, seq: int, p0: int) -> bool:
+        """Forget positions ``p0..`` of sequence ``seq`` in the KV cache."""
 
     def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
         """Normalised embedding vectors of ``texts`` and the tokens they used."""

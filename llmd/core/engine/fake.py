@@ -1,76 +1,115 @@
 """A deterministic fake engine for unit tests of scheduling and error paths.
 
-It "generates" by cycling through a scripted reply, one character (or a
-configurable byte split, to exercise UTF-8 handling) per token.
+Each request "generates" a scripted reply, one character (or one byte, with
+``split_bytes``, to exercise UTF-8 handling) per token, then an end token.
+It implements the same slot/batch protocol as the llama.cpp engine, so the
+real scheduler runs on top of it.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
-from llmd.core.engine.base import LoadSettings, LogSink
+from llmd.core.engine.base import BatchEntry, LoadSettings, LogSink
 from llmd.core.engine.chat_template import ChatTemplate
 from llmd.core.types import ChatMessage, SamplingParams
+from llmd.errors import ValidationError
 
 EOS = -1
 
 
+@dataclass
+class FakeSampler:
+    """Where one request is in the scripted reply."""
+
+    params: SamplingParams
+    index: int = 0
+
+
 class FakeModel:
-    """A loaded fake model; tokens are indexes into a byte table."""
+    """A loaded fake model; tokens are indexes into the reply's pieces."""
 
     device = "cpu"
 
     def __init__(self, path: str, settings: LoadSettings, reply: str, delay_s: float,
-                 split_bytes: bool, fail_after: int | None) -> None:
+                 split_bytes: bool, fail_after: int | None, fail_decode: bool) -> None:
         self.path = path
         self.n_ctx = settings.n_ctx
+        self.n_slots = max(1, settings.n_slots)
         self.n_gpu_layers = 0
         self._reply = reply.encode("utf-8")
         self._delay = delay_s
         self._split = split_bytes
         self._fail_after = fail_after
+        self.fail_decode = fail_decode
         self._template = ChatTemplate(None)
         self.closed = False
         self.generated = 0  # total tokens sampled, for tests
+        self.decoded_tokens = 0  # tokens evaluated, prompts included
+        self.batches: list[list[tuple[int, int]]] = []  # (seq, n_tokens) per decode, last 100
+        self.freed_samplers = 0
 
     def tokenize(self, text: str) -> list[int]:
         # One token per 4 bytes, at least one: good enough for usage maths.
-        return list(range(max(1, len(text.encode("utf-8")) // 4)))
+        data = text.encode("utf-8")
+        return [sum(data[i * 4:(i + 1) * 4]) for i in range(max(1, len(data) // 4))]
 
     def render_chat(self, messages: Sequence[ChatMessage]) -> str:
         return self._template.render(messages)
 
-    def token_bytes(self, token: int) -> bytes:
-        return b"" if token == EOS else self._pieces()[token]
-
     def _pieces(self) -> list[bytes]:
         if self._split:
             return [bytes([b]) for b in self._reply]
-        text = self._reply.decode("utf-8")
-        return [c.encode("utf-8") for c in text]
+        return [c.encode("utf-8") for c in self._reply.decode("utf-8")]
+
+    def token_bytes(self, token: int) -> bytes:
+        return b"" if token == EOS else self._pieces()[token]
 
     def is_eog(self, token: int) -> bool:
         return token == EOS
 
-    def sample_tokens(self, prompt: list[int], params: SamplingParams) -> Iterator[int]:
+    def check_grammar(self, grammar: str) -> None:
+        if "root" not in grammar:
+            raise ValidationError("the grammar does not parse", field="grammar")
+
+    def new_sampler(self, params: SamplingParams) -> FakeSampler:
+        return FakeSampler(params)
+
+    def free_sampler(self, sampler: FakeSampler) -> None:
+        self.freed_samplers += 1
+
+    def decode(self, entries: Sequence[BatchEntry]) -> list[int]:
+        if self._delay:
+            time.sleep(self._delay)
+        if self.fail_decode:
+            raise RuntimeError("fake decode failure")
+        rows, i = [], 0
+        for e in entries:
+            i += len(e.tokens)
+            self.decoded_tokens += len(e.tokens)
+            rows.append(i - 1 if e.logits else -1)
+        self.batches = (self.batches + [[(e.seq, len(e.tokens)) for e in entries]])[-100:]
+        return rows
+
+    def sample(self, sampler: FakeSampler, row: int) -> int:
         pieces = self._pieces()
-        i = 0
-        while True:
-            if self._fail_after is not None and i >= self._fail_after:
-                raise RuntimeError("fake engine failure")
-            if self._delay:
-                time.sleep(self._delay)
-            self.generated += 1
-            if i >= len(pieces):
-                if params.ignore_eos:
-                    i = 0
-                else:
-                    yield EOS
-                    return
-            yield i
-            i += 1
+        if self._fail_after is not None and sampler.index >= self._fail_after:
+            raise RuntimeError("fake engine failure")
+        self.generated += 1
+        i = sampler.index
+        sampler.index += 1
+        if i >= len(pieces):
+            if not sampler.params.ignore_eos:
+                return EOS
+            i = sampler.index = 0
+            sampler.index = 1
+        return i
+
+    def seq_rm(self, seq: int, p0: int) -> bool:
+        return True
 
     def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
         vecs = []
@@ -91,13 +130,14 @@ class FakeEngine:
 
     def __init__(self, reply: str = "Hello from the fake engine.", *, delay_s: float = 0.0,
                  load_delay_s: float = 0.0, split_bytes: bool = False,
-                 fail_load: bool = False, fail_after: int | None = None) -> None:
+                 fail_load: bool = False, fail_after: int | None = None, fail_decode: bool = False) -> None:
         self.reply = reply
         self.delay_s = delay_s
         self.load_delay_s = load_delay_s
         self.split_bytes = split_bytes
         self.fail_load = fail_load
         self.fail_after = fail_after
+        self.fail_decode = fail_decode
         self.load_gate = threading.Event()
         self.load_gate.set()
         self.loaded: list[FakeModel] = []
@@ -109,6 +149,7 @@ class FakeEngine:
             time.sleep(self.load_delay_s)
         if self.fail_load:
             raise RuntimeError("fake load failure")
-        model = FakeModel(path, settings, self.reply, self.delay_s, self.split_bytes, self.fail_after)
+        model = FakeModel(path, settings, self.reply, self.delay_s, self.split_bytes, self.fail_after,
+                          self.fail_decode)
         self.loaded.append(model)
         return model

@@ -1,9 +1,11 @@
-"""Engine v1 on llama-cpp-python: one ``Llama`` per deployment, driven by its worker thread.
+"""The llama.cpp engine, on llama-cpp-python's low-level API.
 
-``Llama.generate`` keeps the KV cache of the previous prompt and re-evaluates
-only the part of a new prompt that differs, so a multi-turn chat is cheap.
-Embeddings use a second context created on first use with ``embedding=True``
-over the same (memory-mapped) weights.
+One model, one context with ``n_slots`` sequences. By default each sequence
+has its own KV buffer (``kv_unified=False``, total context = per-slot
+context x slots): measured here, that decodes many streams faster than one
+shared buffer. Sampling runs in C through a ``llama_sampler`` chain per
+request. Embeddings use a second context created on first use with
+``embedding=True`` over the same (memory-mapped) weights.
 """
 
 from __future__ import annotations
@@ -11,44 +13,68 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
-from llmd.core.engine.base import LoadSettings, LogSink
+from llmd.core.engine.base import BatchEntry, LoadSettings, LogSink
 from llmd.core.engine.chat_template import ChatTemplate
 from llmd.core.types import ChatMessage, SamplingParams
+from llmd.errors import ValidationError
 
 log = logging.getLogger(__name__)
 
+PENALTY_LAST_N = 64  # tokens the repeat/frequency/presence penalties look back on
+
 
 class LlamaCppModel:
-    """A model loaded through llama-cpp-python."""
+    """A model and a multi-sequence context."""
 
     def __init__(self, path: str, settings: LoadSettings, chat_template: str | None, sink: LogSink) -> None:
         import llama_cpp  # deferred: importing loads the shared library
+        from llama_cpp._internals import LlamaModel
 
-        self._lib = llama_cpp
+        self._lib = lib = llama_cpp
         self.path = path
         self.settings = settings
         self._sink = sink
-        self.llm = llama_cpp.Llama(
-            model_path=path, n_ctx=settings.n_ctx, n_batch=settings.n_batch,
-            n_threads=settings.n_threads, n_threads_batch=settings.n_threads,
-            n_gpu_layers=settings.n_gpu_layers, verbose=False,
-        )
-        self.n_ctx = self.llm.n_ctx()
-        self.n_gpu_layers = settings.n_gpu_layers if llama_cpp.llama_supports_gpu_offload() else 0
-        self.device = "cuda" if self.n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload() else "cpu"
-        self._vocab = self.llm._model.vocab
+        lib.llama_backend_init()
+        mparams = lib.llama_model_default_params()
+        mparams.n_gpu_layers = settings.n_gpu_layers
+        self._model = LlamaModel(path_model=path, params=mparams, verbose=False)
+        self._vocab = self._model.vocab
+        self.n_vocab = lib.llama_vocab_n_tokens(self._vocab)
+        self.n_slots = max(1, settings.n_slots)
+        cparams = lib.llama_context_default_params()
+        cparams.n_ctx = settings.n_ctx * self.n_slots
+        cparams.n_batch = settings.n_batch
+        cparams.n_ubatch = settings.n_batch
+        cparams.n_seq_max = self.n_slots
+        cparams.n_threads = settings.n_threads
+        cparams.n_threads_batch = settings.n_threads
+        cparams.kv_unified = settings.kv_unified
+        cparams.no_perf = True
+        self._ctx = lib.llama_init_from_model(self._model.model, cparams)
+        if not self._ctx:
+            self._model.close()
+            raise RuntimeError(f"llama.cpp could not create a context of {cparams.n_ctx} tokens")
+        self._mem = lib.llama_get_memory(self._ctx)
+        self.n_ctx = lib.llama_n_ctx(self._ctx) // self.n_slots
+        self._batch = lib.llama_batch_init(settings.n_batch, 0, 1)
+        offload = bool(lib.llama_supports_gpu_offload())
+        self.n_gpu_layers = settings.n_gpu_layers if offload else 0
+        self.device = "cuda" if offload and self.n_gpu_layers != 0 else "cpu"
         self._pieces: dict[int, bytes] = {}
         self._embedder: Any = None
         self._embed_lock = threading.Lock()
-        bos = self._piece(self.llm.token_bos(), special=True) if self.llm.token_bos() >= 0 else b""
-        eos = self._piece(self.llm.token_eos(), special=True) if self.llm.token_eos() >= 0 else b""
-        self._template = ChatTemplate(chat_template, bos_token=bos.decode("utf-8", "replace"),
-                                      eos_token=eos.decode("utf-8", "replace"))
-        sink("info", f"loaded {path}: n_ctx={self.n_ctx} threads={settings.n_threads} "
-                     f"gpu_layers={self.n_gpu_layers} device={self.device}")
+        bos, eos = self._model.token_bos(), self._model.token_eos()
+        self._bos = bos
+        self._template = ChatTemplate(
+            chat_template,
+            bos_token=self._piece(bos, special=True).decode("utf-8", "replace") if bos >= 0 else "",
+            eos_token=self._piece(eos, special=True).decode("utf-8", "replace") if eos >= 0 else "")
+        sink("info", f"loaded {path}: {self.n_slots} slots x {self.n_ctx} tokens, threads={settings.n_threads}, "
+                     f"kv_unified={settings.kv_unified}, gpu_layers={self.n_gpu_layers}, device={self.device}")
 
+    # -- text -----------------------------------------------------------
     def _piece(self, token: int, special: bool = False) -> bytes:
         buf = ctypes.create_string_buffer(64)
         n = self._lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
@@ -59,10 +85,9 @@ class LlamaCppModel:
 
     def tokenize(self, text: str) -> list[int]:
         """Tokens with BOS (when the vocab wants it) and special tokens parsed."""
-        tokens = self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
-        bos = self.llm.token_bos()
+        tokens = self._model.tokenize(text.encode("utf-8"), add_bos=True, special=True)
         # A template that writes the BOS text itself would otherwise give two.
-        if len(tokens) > 1 and tokens[0] == bos and tokens[1] == bos:
+        if len(tokens) > 1 and tokens[0] == self._bos and tokens[1] == self._bos:
             tokens = tokens[1:]
         return tokens
 
@@ -81,28 +106,91 @@ class LlamaCppModel:
         """End-of-generation per the vocabulary (EOS, EOT, <|im_end|>, ...)."""
         return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
 
-    def sample_tokens(self, prompt: list[int], params: SamplingParams) -> Iterator[int]:
-        """Tokens from llama.cpp's sampler chain; the KV cache of a shared prefix is reused."""
-        self.llm.set_seed(params.seed if params.seed is not None else 0xFFFFFFFF)
-        return self.llm.generate(
-            prompt,
-            top_k=params.top_k or 0,
-            top_p=params.top_p if params.top_p is not None else 1.0,
-            min_p=params.min_p or 0.0,
-            temp=params.temperature if params.temperature is not None else 0.8,
-            repeat_penalty=params.repeat_penalty if params.repeat_penalty is not None else 1.0,
-            frequency_penalty=params.frequency_penalty or 0.0,
-            presence_penalty=params.presence_penalty or 0.0,
-            reset=True,
-        )
+    # -- sampling -------------------------------------------------------
+    def check_grammar(self, grammar: str) -> None:
+        """Parse a GBNF grammar once, to refuse a bad one before streaming starts."""
+        smpl = self._lib.llama_sampler_init_grammar(self._vocab, grammar.encode("utf-8"), b"root")
+        if not smpl:
+            raise ValidationError("the grammar does not parse (see the daemon log for where)", field="grammar")
+        self._lib.llama_sampler_free(smpl)
 
+    def new_sampler(self, p: SamplingParams) -> Any:
+        """A C sampler chain: grammar, penalties, then greedy or top-k/top-p/min-p/temperature/dist."""
+        lib = self._lib
+        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        add = lambda s: lib.llama_sampler_chain_add(chain, s)  # noqa: E731
+        if p.grammar:
+            g = lib.llama_sampler_init_grammar(self._vocab, p.grammar.encode("utf-8"), b"root")
+            if not g:
+                lib.llama_sampler_free(chain)
+                raise ValidationError("the grammar does not parse", field="grammar")
+            add(g)
+        repeat = p.repeat_penalty if p.repeat_penalty is not None else 1.0
+        freq, pres = p.frequency_penalty or 0.0, p.presence_penalty or 0.0
+        if repeat != 1.0 or freq or pres:
+            add(lib.llama_sampler_init_penalties(self.n_vocab, PENALTY_LAST_N, repeat, freq, pres))
+        temp = p.temperature if p.temperature is not None else 0.8
+        if temp <= 0:
+            add(lib.llama_sampler_init_greedy())
+            return chain
+        if p.top_k:
+            add(lib.llama_sampler_init_top_k(p.top_k))
+        if p.top_p is not None and p.top_p < 1.0:
+            add(lib.llama_sampler_init_top_p(p.top_p, 1))
+        if p.min_p:
+            add(lib.llama_sampler_init_min_p(p.min_p, 1))
+        add(lib.llama_sampler_init_temp(temp))
+        add(lib.llama_sampler_init_dist(p.seed if p.seed is not None else 0xFFFFFFFF))
+        return chain
+
+    def free_sampler(self, sampler: Any) -> None:
+        """Free a chain (and the samplers it owns)."""
+        self._lib.llama_sampler_free(sampler)
+
+    def sample(self, sampler: Any, row: int) -> int:
+        """Sample from the logits of batch row ``row``; the chain accepts the token."""
+        return int(self._lib.llama_sampler_sample(sampler, self._ctx, row))
+
+    # -- decoding -------------------------------------------------------
+    def decode(self, entries: Sequence[BatchEntry]) -> list[int]:
+        """One ``llama_decode`` over all entries; rows to sample from, per entry."""
+        b = self._batch
+        tok, pos, nseq, seqs, logits = b.token, b.pos, b.n_seq_id, b.seq_id, b.logits
+        i = 0
+        rows = []
+        for e in entries:
+            p = e.pos
+            for t in e.tokens:
+                tok[i] = t
+                pos[i] = p
+                nseq[i] = 1
+                seqs[i][0] = e.seq
+                logits[i] = 0
+                i += 1
+                p += 1
+            if e.logits:
+                logits[i - 1] = 1
+                rows.append(i - 1)
+            else:
+                rows.append(-1)
+        b.n_tokens = i
+        rc = self._lib.llama_decode(self._ctx, b)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed with status {rc}")
+        return rows
+
+    def seq_rm(self, seq: int, p0: int) -> bool:
+        """Drop positions ``p0..`` of one sequence from the KV cache."""
+        return bool(self._lib.llama_memory_seq_rm(self._mem, seq, p0, -1))
+
+    # -- embeddings -----------------------------------------------------
     def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
         """Normalised, mean-pooled embeddings from a second, embedding-only context."""
         with self._embed_lock:
             if self._embedder is None:
+                n = max(self.settings.n_batch, self.n_ctx)
                 self._embedder = self._lib.Llama(
-                    model_path=self.path, n_ctx=self.n_ctx, n_batch=max(self.settings.n_batch, self.n_ctx),
-                    n_ubatch=max(self.settings.n_batch, self.n_ctx),
+                    model_path=self.path, n_ctx=self.n_ctx, n_batch=n, n_ubatch=n,
                     n_threads=self.settings.n_threads, n_gpu_layers=self.settings.n_gpu_layers,
                     embedding=True, pooling_type=self._lib.LLAMA_POOLING_TYPE_MEAN, verbose=False,
                 )
@@ -111,20 +199,48 @@ class LlamaCppModel:
         return [list(map(float, v)) for v in vectors], int(count)
 
     def close(self) -> None:
-        """Free both contexts."""
-        for llm in (self._embedder, self.llm):
-            if llm is not None:
-                try:
-                    llm.close()
-                except Exception:  # noqa: BLE001 - freeing must not stop a shutdown
-                    log.warning("closing a llama context failed", exc_info=True)
-        self._embedder = None
+        """Free the contexts, the batch and the model."""
+        if self._embedder is not None:
+            try:
+                self._embedder.close()
+            except Exception:  # noqa: BLE001 - freeing must not stop a shutdown
+                log.warning("closing the embedding context failed", exc_info=True)
+            self._embedder = None
+        if self._ctx:
+            self._lib.llama_batch_free(self._batch)
+            self._lib.llama_free(self._ctx)
+            self._ctx = None
+            self._model.close()
+
+
+# ggml log levels (NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5) -> Python
+# logging. llama.cpp's INFO is chatty (every tensor of a graph), so it goes to
+# DEBUG; warnings and errors stay visible.
+_GGML_LEVELS = {0: logging.DEBUG, 1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
 
 
 class LlamaCppEngine:
-    """Loads GGUF files with llama-cpp-python."""
+    """Loads GGUF files with llama.cpp."""
 
     name = "llama.cpp"
+
+    def __init__(self) -> None:
+        import llama_cpp
+
+        native = logging.getLogger("llama.cpp")
+        last = [logging.DEBUG]
+
+        def on_log(level: int, text: bytes, _user: Any) -> None:
+            # Level 5 continues the previous message.
+            py_level = last[0] if level == 5 else _GGML_LEVELS.get(level, logging.DEBUG)
+            last[0] = py_level
+            if native.isEnabledFor(py_level):
+                native.log(py_level, "%s", text.decode("utf-8", "replace").rstrip())
+
+        # llama.cpp keeps only the raw pointer: the engine holds the Python
+        # object for as long as llama.cpp may call it.
+        self._log_callback = llama_cpp.llama_log_callback(on_log)
+        llama_cpp.llama_log_set(self._log_callback, ctypes.c_void_p(0))
 
     def load(self, path: str, settings: LoadSettings, chat_template: str | None, log: LogSink) -> LlamaCppModel:
         """Load ``path`` (blocking; seconds for large models)."""

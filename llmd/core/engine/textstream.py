@@ -23,6 +23,7 @@ class TextAssembler:
         self._pending = ""
         self.text = ""  # everything released so far
         self.stopped = False  # a stop string was found
+        self.dropped_bytes = 0  # bytes of an unfinished character dropped at the end
 
     def feed(self, data: bytes) -> str:
         """Add one token's bytes; return the text that may be sent now."""
@@ -35,7 +36,10 @@ class TextAssembler:
         """End of generation: release everything still held back."""
         if self.stopped:
             return ""
-        self._pending += self._decoder.decode(b"", final=True)
+        # An answer cut by max_tokens can end inside a character: drop the
+        # incomplete bytes rather than send a replacement character.
+        self.dropped_bytes = len(self._decoder.getstate()[0])
+        self._decoder.reset()
         out = self._cut_at_stop()
         if not self.stopped:
             out, self._pending = self._pending, ""

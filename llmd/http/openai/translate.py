@@ -84,6 +84,11 @@ def completion_from_request(body: CompletionRequest) -> GenerateRequest:
                            dialect="openai", endpoint="/v1/completions")
 
 
+def _usage(result: GenerationResult) -> dict[str, Any]:
+    """OpenAI's usage, with the prompt tokens served from the KV cache."""
+    return {**result.usage.to_dict(), "prompt_tokens_details": {"cached_tokens": result.usage.cached_tokens}}
+
+
 def finish_reason(result: GenerationResult) -> str:
     """OpenAI's finish_reason for a result."""
     return "length" if result.finish_reason is FinishReason.LENGTH else "stop"
@@ -95,7 +100,7 @@ def chat_response(result: GenerationResult, cid: str, model: str) -> dict[str, A
         "id": cid, "object": "chat.completion", "created": int(result.created), "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
                      "logprobs": None, "finish_reason": finish_reason(result)}],
-        "usage": result.usage.to_dict(),
+        "usage": _usage(result),
         "system_fingerprint": None,
     }
 
@@ -113,7 +118,7 @@ def completion_response(result: GenerationResult, cid: str, model: str) -> dict[
     return {
         "id": cid, "object": "text_completion", "created": int(result.created), "model": model,
         "choices": [{"index": 0, "text": result.text, "logprobs": None, "finish_reason": finish_reason(result)}],
-        "usage": result.usage.to_dict(),
+        "usage": _usage(result),
     }
 
 
@@ -126,7 +131,7 @@ def completion_chunk(cid: str, created: int, model: str, text: str, finish: str 
 def usage_chunk(cid: str, created: int, model: str, obj: str, result: GenerationResult) -> dict[str, Any]:
     """The extra last chunk that ``stream_options.include_usage`` asks for."""
     return {"id": cid, "object": obj, "created": created, "model": model, "choices": [],
-            "usage": result.usage.to_dict()}
+            "usage": _usage(result)}
 
 
 def embeddings_response(result: EmbeddingResult, encoding: str, dimensions: int | None) -> dict[str, Any]:
@@ -161,5 +166,6 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permi
 
 def error_body(err: LlmdError) -> dict[str, Any]:
     """OpenAI's error envelope."""
-    return {"error": {"message": err.message, "type": _TYPES.get(err.status, "server_error"),
+    default = "invalid_request_error" if 400 <= err.status < 500 else "server_error"
+    return {"error": {"message": err.message, "type": _TYPES.get(err.status, default),
                       "param": err.field, "code": err.code}}

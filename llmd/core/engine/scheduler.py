@@ -1,0 +1,241 @@
+"""Continuous batching over the sequence slots of one loaded model.
+
+Runs on the deployment's worker thread. Each :meth:`BatchScheduler.step`:
+
+1. ends the jobs whose client left (or that were cancelled);
+2. builds one batch from the next token of every generating sequence plus
+   prompt chunks of newly admitted ones (a long prompt is split, so it never
+   stalls the other streams for more than one chunk);
+3. decodes it once and samples each sequence that asked for logits with its
+   own C sampler chain;
+4. hands text to each request through ``post``.
+
+A slot keeps its tokens (and their KV cache) after its job ends. A new job
+goes to the free slot whose tokens share the longest prefix with its prompt,
+and only the rest of the prompt is evaluated.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from llmd.core.engine.base import BatchEntry, LoadedModel
+from llmd.core.engine.textstream import TextAssembler
+from llmd.core.types import FinishReason, GenerationResult, Timings, TokenEvent, Usage
+from llmd.errors import EngineError, LlmdError, ShuttingDownError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Slot:
+    """One sequence of the context and the job using it, if any."""
+
+    seq: int
+    tokens: list[int] = field(default_factory=list)  # what the KV cache holds for this sequence
+    job: Any = None
+    pending: list[int] = field(default_factory=list)  # prompt tokens still to evaluate
+    next_token: int | None = None  # sampled, to be decoded next step
+    sampler: Any = None
+    assembler: TextAssembler | None = None
+    count: int = 0
+    cached: int = 0
+    started: float = 0.0
+    first: float | None = None
+    last_used: float = 0.0
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the common prefix of two token lists."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class BatchScheduler:
+    """The slots of one model and the step loop over them (single-threaded)."""
+
+    def __init__(self, model: LoadedModel, *, n_batch: int, prefill_chunk: int,
+                 post: Callable[[Any, Any], None], finish: Callable[[Any, GenerationResult], None],
+                 model_name: str, stop_message: Callable[[], str],
+                 log_line: Callable[[str, str], None] = lambda level, msg: None) -> None:
+        self.model = model
+        self.n_batch = max(1, n_batch)
+        self.prefill_chunk = max(1, min(prefill_chunk, self.n_batch))
+        self.slots = [Slot(seq=i) for i in range(model.n_slots)]
+        self._post = post
+        self._finish = finish
+        self._name = model_name
+        self._stop_message = stop_message
+        self._log = log_line
+        # Figures for /health and /metrics.
+        self.steps = 0
+        self.last_batch_tokens = 0
+        self.prompt_tokens_evaluated = 0
+        self.prompt_tokens_cached = 0
+
+    # -- admission ------------------------------------------------------
+    def free_slots(self) -> int:
+        """How many slots have no job."""
+        return sum(1 for s in self.slots if s.job is None)
+
+    def busy(self) -> bool:
+        """True while any slot has a job."""
+        return any(s.job is not None for s in self.slots)
+
+    def admit(self, job: Any) -> None:
+        """Give ``job`` the free slot with the longest cached prefix of its prompt."""
+        free = [s for s in self.slots if s.job is None]
+        slot = max(free, key=lambda s: (common_prefix(s.tokens, job.prompt), -s.last_used))
+        keep = common_prefix(slot.tokens, job.prompt)
+        # At least one prompt token must be decoded to get logits to sample from.
+        keep = min(keep, len(job.prompt) - 1)
+        if keep < len(slot.tokens) and not self.model.seq_rm(slot.seq, keep):
+            self.model.seq_rm(slot.seq, 0)
+            keep = 0
+        del slot.tokens[keep:]
+        slot.pending = list(job.prompt[keep:])
+        slot.cached = keep
+        slot.job = job
+        slot.count = 0
+        slot.first = None
+        slot.next_token = None
+        slot.started = time.monotonic()
+        slot.assembler = TextAssembler(job.params.stop)
+        try:
+            slot.sampler = self.model.new_sampler(job.params)
+        except Exception as exc:  # noqa: BLE001 - a bad grammar fails this job only
+            self._end(slot, FinishReason.ERROR, exc if isinstance(exc, LlmdError) else
+                      EngineError(f"cannot set up sampling: {type(exc).__name__}"))
+            return
+        self.prompt_tokens_cached += keep
+
+    # -- the step -------------------------------------------------------
+    def step(self) -> None:
+        """One decode of every active sequence (or nothing if all are idle)."""
+        for slot in self.slots:
+            if slot.job is not None and slot.job.cancel_event.is_set():
+                self._end(slot, slot.job.cancel_reason)
+        entries: list[tuple[Slot, BatchEntry, bool]] = []
+        budget = self.n_batch
+        for slot in self.slots:
+            if slot.job is not None and slot.next_token is not None:
+                entries.append((slot, BatchEntry(slot.seq, (slot.next_token,), len(slot.tokens), True), False))
+                budget -= 1
+        for slot in sorted((s for s in self.slots if s.job is not None and s.pending), key=lambda s: s.started):
+            if budget <= 0:
+                break
+            n = min(len(slot.pending), self.prefill_chunk, budget)
+            chunk = slot.pending[:n]
+            entries.append((slot, BatchEntry(slot.seq, tuple(chunk), len(slot.tokens), n == len(slot.pending)), True))
+            budget -= n
+        if not entries:
+            return
+        try:
+            rows = self.model.decode([e for _, e, _ in entries])
+        except Exception as exc:  # noqa: BLE001 - every job in the batch fails, the daemon does not
+            log.exception("decode failed on %s", self._name)
+            self._log("error", f"decode failed: {exc}")
+            for slot, _, _ in entries:
+                self._end(slot, FinishReason.ERROR, EngineError(f"generation failed: {type(exc).__name__}"))
+                # The KV cache of these sequences is suspect now.
+                self.model.seq_rm(slot.seq, 0)
+                slot.tokens.clear()
+            return
+        self.steps += 1
+        self.last_batch_tokens = sum(len(e.tokens) for _, e, _ in entries)
+        for (slot, entry, prefill), row in zip(entries, rows):
+            slot.tokens.extend(entry.tokens)
+            if prefill:
+                del slot.pending[:len(entry.tokens)]
+                self.prompt_tokens_evaluated += len(entry.tokens)
+            if row < 0 or slot.job is None:
+                continue
+            try:
+                token = self.model.sample(slot.sampler, row)
+            except Exception as exc:  # noqa: BLE001
+                log.exception("sampling failed on %s", self._name)
+                self._log("error", f"generation failed: {exc}")
+                self._end(slot, FinishReason.ERROR, EngineError(f"generation failed: {type(exc).__name__}"))
+                continue
+            self._accept(slot, token)
+
+    def _accept(self, slot: Slot, token: int) -> None:
+        job = slot.job
+        params = job.params
+        if slot.first is None:
+            slot.first = time.monotonic()
+        slot.next_token = None
+        if self.model.is_eog(token) and not params.ignore_eos:
+            self._end(slot, FinishReason.STOP)
+            return
+        slot.count += 1
+        text = slot.assembler.feed(self.model.token_bytes(token))
+        if text:
+            self._post(job, TokenEvent(text))
+        if slot.assembler.stopped:
+            self._end(slot, FinishReason.STOP)
+        elif params.max_tokens is not None and slot.count >= params.max_tokens:
+            self._end(slot, FinishReason.LENGTH)
+        elif len(slot.tokens) + 1 >= self.model.n_ctx:
+            self._end(slot, FinishReason.LENGTH)
+        else:
+            slot.next_token = token
+
+    def _end(self, slot: Slot, reason: FinishReason, error: LlmdError | None = None) -> None:
+        """Finish the slot's job and free the slot; its tokens stay cached."""
+        job = slot.job
+        if job is None:
+            return
+        if reason in (FinishReason.STOP, FinishReason.LENGTH) and slot.assembler is not None:
+            tail = slot.assembler.finish()
+            if tail:
+                self._post(job, TokenEvent(tail))
+        if reason is FinishReason.ERROR and error is None:
+            error = EngineError("generation failed; see the daemon's log")
+        if reason is FinishReason.SHUTDOWN and error is None:
+            error = ShuttingDownError(f"the answer was cut short: {self._stop_message()}")
+        now = time.monotonic()
+        decode_s = now - slot.first if slot.first is not None else 0.0
+        result = GenerationResult(
+            text=slot.assembler.text if slot.assembler else "",
+            finish_reason=reason,
+            usage=Usage(len(job.prompt), slot.count, slot.cached),
+            timings=Timings(
+                queued_s=slot.started - job.submitted,
+                ttft_s=(slot.first if slot.first is not None else now) - job.submitted,
+                duration_s=now - job.submitted,
+                decode_tps=(slot.count - 1) / decode_s if slot.count > 1 and decode_s > 0 else 0.0,
+            ),
+            model=self._name,
+            error=error,
+        )
+        if slot.sampler is not None:
+            self.model.free_sampler(slot.sampler)
+            slot.sampler = None
+        slot.job = None
+        slot.pending = []
+        slot.next_token = None
+        slot.last_used = now
+        self._finish(job, result)
+
+    def end_all(self, reason: FinishReason) -> None:
+        """Finish every running job (the worker is exiting)."""
+        for slot in self.slots:
+            self._end(slot, reason)
+
+    def stats(self) -> dict[str, Any]:
+        """Scheduler figures (read without a lock: they are plain ints)."""
+        return {
+            "slots": len(self.slots),
+            "active_slots": sum(1 for s in self.slots if s.job is not None),
+            "steps": self.steps,
+            "last_batch_tokens": self.last_batch_tokens,
+            "prompt_tokens_evaluated": self.prompt_tokens_evaluated,
+            "prompt_tokens_cached": self.prompt_tokens_cached,
+        }
