@@ -26,7 +26,12 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not e2e" $(PYTEST_ARGS)
 
+# llmd against llama-server and llama-cpp-python's server (scripts/bench --help;
+# BENCH_ARGS="--quick" for a smoke run). llama-server is built once with
+# scripts/build-llama-server and cached in ~/.cache/llmd-bench; without it the
+# bench skips that peer.
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(BIN)/python scripts/bench $(BENCH_ARGS)
 
 clean:
