@@ -221,6 +221,9 @@ class Core:
         loaded = dep.require_running()
         loop = asyncio.get_running_loop()
         prompt = await loop.run_in_executor(dep.aux, build_prompt, loaded, req)
+        if req.params.grammar:
+            # A grammar that does not parse is a 400 now, not an error event mid-stream.
+            await loop.run_in_executor(dep.aux, loaded.check_grammar, req.params.grammar)
         params = apply_defaults(req.params, self.config.sampling)
         params = fit_context(len(prompt), params, loaded.n_ctx, self.config.sampling.max_tokens)
         return dep.submit(prompt, params, meta={"dialect": req.dialect, "endpoint": req.endpoint})

@@ -208,7 +208,11 @@ async def test_n_2_is_refused(client):
 
 @pytest.mark.parametrize("extra,param", [
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-    ({"response_format": {"type": "json_object"}}, "response_format.type"),
+    ({"response_format": {"type": "xml"}}, "response_format.type"),
+    ({"response_format": {"type": "json_schema"}}, "response_format.json_schema.schema"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object",
+      "properties": {"a": {"$ref": "#/nowhere"}}}}}}, "response_format.json_schema.schema"),
+    ({"grammar": "no rules here"}, "grammar"),
     ({"temperature": 3}, "temperature"),
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
@@ -217,6 +221,11 @@ async def test_chat_refusals_name_the_param(client, extra, param):
     r = await client.post("/v1/chat/completions", json={**CHAT, **extra})
     assert r.status_code == 400
     assert_openai_error(await json_of(r), param=param)
+
+
+async def test_response_format_json_object_is_accepted(client):
+    r = await client.post("/v1/chat/completions", json={**CHAT, "response_format": {"type": "json_object"}})
+    assert r.status_code == 200
 
 
 async def test_context_overflow(client):

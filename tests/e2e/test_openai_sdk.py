@@ -111,3 +111,38 @@ def test_langchain_chat_openai_streams(daemon):
     assert len([c for c in chunks if c]) > 1
     assert "".join(chunks).strip()
     assert chat.invoke("Say hello.").content.strip()
+
+
+def test_response_format_json_object_gives_json(client):
+    import json as _json
+
+    r = client.chat.completions.create(
+        model="default",
+        messages=[{"role": "user", "content": 'Give a JSON object with a "color" key for the sky.'}],
+        response_format={"type": "json_object"}, max_tokens=400, temperature=0)
+    assert r.choices[0].finish_reason == "stop", r.choices[0].message.content
+    assert isinstance(_json.loads(r.choices[0].message.content), dict)
+
+
+def test_response_format_json_schema_is_followed(client):
+    import json as _json
+
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20},
+                                               "age": {"type": "integer"}},
+              "required": ["name", "age"], "additionalProperties": False}
+    r = client.chat.completions.create(
+        model="default", messages=[{"role": "user", "content": "Invent a person."}], max_tokens=80, temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}})
+    data = _json.loads(r.choices[0].message.content)
+    assert set(data) == {"name", "age"} and isinstance(data["age"], int)
+
+
+def test_gbnf_grammar_extension(client):
+    r = client.chat.completions.create(
+        model="default", messages=[{"role": "user", "content": "Is the sky blue?"}], max_tokens=8,
+        extra_body={"grammar": 'root ::= "yes" | "no"'})
+    assert r.choices[0].message.content in ("yes", "no")
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="default", messages=[{"role": "user", "content": "x"}],
+                                       extra_body={"grammar": "root ::= ("})
+    assert e.value.body["param"] == "grammar"

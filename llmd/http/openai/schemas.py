@@ -30,10 +30,19 @@ class StreamOptions(StrictModel):
     include_usage: bool = False
 
 
-class ResponseFormat(StrictModel):
-    """``response_format``: ``text`` only, until grammars arrive."""
+class JsonSchemaFormat(StrictModel):
+    """``response_format.json_schema``: the schema the answer must follow."""
 
-    type: str
+    name: Optional[str] = None
+    schema_: Optional[dict] = Field(default=None, alias="schema")
+    strict: Optional[bool] = None
+
+
+class ResponseFormat(StrictModel):
+    """``response_format``: ``text``, ``json_object`` or ``json_schema``."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: Optional[JsonSchemaFormat] = None
 
 
 class SamplingFields(StrictModel):
@@ -54,6 +63,7 @@ class SamplingFields(StrictModel):
     stream_options: Optional[StreamOptions] = None
     n: Optional[int] = Field(default=None, ge=1, description="Only 1 is supported.")
     ignore_eos: bool = Field(default=False, description="Extension: keep generating past end-of-text.")
+    grammar: Optional[str] = Field(default=None, min_length=1, description="Extension: a GBNF grammar (root rule `root`).")
 
 
 class ChatCompletionRequest(SamplingFields):

@@ -8,6 +8,7 @@ import time
 import uuid
 from typing import Any
 
+from llmd.core.grammar import json_grammar
 from llmd.core.types import (
     ChatMessage, EmbeddingResult, FinishReason, GenerateRequest, GenerationResult, SamplingParams,
 )
@@ -33,14 +34,17 @@ def _stops(value: str | list[str] | None) -> tuple[str, ...]:
     return tuple(s for s in stops if s)
 
 
-def _params(body: SamplingFields, max_tokens: int | None) -> SamplingParams:
+def _params(body: SamplingFields, max_tokens: int | None, grammar: str | None = None) -> SamplingParams:
     if body.n not in (None, 1):
         raise ValidationError("n: only n=1 is supported", field="n")
+    if grammar is not None and body.grammar is not None:
+        raise ValidationError("grammar: give either grammar or response_format, not both", field="grammar")
     return SamplingParams(
         max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
         top_k=body.top_k, min_p=body.min_p, repeat_penalty=body.repeat_penalty,
         frequency_penalty=body.frequency_penalty, presence_penalty=body.presence_penalty,
         seed=body.seed, stop=_stops(body.stop), ignore_eos=body.ignore_eos,
+        grammar=grammar if grammar is not None else body.grammar,
     )
 
 
@@ -59,16 +63,21 @@ def _message(m: ChatMessageIn, i: int) -> ChatMessage:
 
 def chat_from_request(body: ChatCompletionRequest) -> GenerateRequest:
     """A chat completion request in core terms."""
-    if body.response_format is not None and body.response_format.type != "text":
-        raise ValidationError(
-            "response_format: only {'type': 'text'} is supported by this version",
-            field="response_format.type")
+    grammar = None
+    fmt = body.response_format
+    if fmt is not None and fmt.type == "json_object":
+        grammar = json_grammar()
+    elif fmt is not None and fmt.type == "json_schema":
+        if fmt.json_schema is None or fmt.json_schema.schema_ is None:
+            raise ValidationError("response_format.json_schema.schema: a JSON schema is required",
+                                  field="response_format.json_schema.schema")
+        grammar = json_grammar(fmt.json_schema.schema_, field="response_format.json_schema.schema")
     if body.tools:
         raise ValidationError("tools: tool calling is not supported by this version", field="tools")
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     return GenerateRequest(
         messages=tuple(_message(m, i) for i, m in enumerate(body.messages)),
-        model=body.model, params=_params(body, max_tokens),
+        model=body.model, params=_params(body, max_tokens, grammar),
         dialect="openai", endpoint="/v1/chat/completions",
     )
 
