@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, flags=flags_from_args(args))
     except ConfigError as exc:
-        print(f"llmd: config error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"llmd: config error: {exc}\n")  # one line, before logging exists
         return 2
     if args.print_config:
         sys.stdout.write(render_config(config))

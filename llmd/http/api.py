@@ -107,14 +107,20 @@ def validation_error(exc: pydantic.ValidationError) -> ValidationError:
     return ValidationError(f"{first['field']}: {first['message']}", field=first["field"], details=errors)
 
 
-def parse_model(model: type[pydantic.BaseModel], raw: bytes | str) -> Any:
-    """Validate JSON text against ``model`` strictly (no "1" for 1, no "yes" for true)."""
+def load_json_object(raw: bytes | str, *, what: str = "the request body", field: str = "body") -> dict[str, Any]:
+    """Parse JSON text that must be an object; typed errors name ``field`` otherwise."""
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidJSONError(f"the request body is not valid JSON: {exc}", field="body") from None
+        raise InvalidJSONError(f"{what} is not valid JSON: {exc}", field=field) from None
     if not isinstance(data, dict):
-        raise InvalidJSONError("the request body must be a JSON object", field="body")
+        raise InvalidJSONError(f"{what} must be a JSON object", field=field)
+    return data
+
+
+def parse_model(model: type[pydantic.BaseModel], raw: bytes | str) -> Any:
+    """Validate JSON text against ``model`` strictly (no "1" for 1, no "yes" for true)."""
+    data = load_json_object(raw)
     try:
         return model.model_validate_json(raw if isinstance(raw, (bytes, str)) else json.dumps(data), strict=True)
     except pydantic.ValidationError as exc:

@@ -9,8 +9,8 @@ import pydantic
 
 from llmd.core.registry import Model
 from llmd.core.types import ChatMessage, DeploymentState, GenerateRequest, GenerationResult, SamplingParams
-from llmd.errors import InvalidJSONError, LlmdError, ValidationError
-from llmd.http.api import validation_error
+from llmd.errors import LlmdError, ValidationError
+from llmd.http.api import load_json_object, validation_error
 from llmd.http.easyviz.schemas import WS_MESSAGES, GenerateBody, Parameters
 
 DIALECT = "easyviz"
@@ -120,12 +120,7 @@ def model_body(model: Model, dep: dict[str, Any] | None, defaults: Any) -> dict[
 
 def parse_ws_message(raw: str | bytes) -> Any:
     """A client message as one of the schemas' types; raises a typed error naming the problem."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidJSONError(f"the message is not valid JSON: {exc}", field="message") from None
-    if not isinstance(data, dict):
-        raise InvalidJSONError("the message must be a JSON object", field="message")
+    data = load_json_object(raw, what="the message", field="message")
     kind = data.get("type")
     schema = WS_MESSAGES.get(kind) if isinstance(kind, str) else None
     if schema is None:
