@@ -159,8 +159,7 @@ class Core:
     def _record_request(self, job: Job, result: GenerationResult) -> None:
         meta = job.meta
         self.metrics.observe_request(meta, result)
-        status = {FinishReason.STOP: "ok", FinishReason.LENGTH: "length"}.get(
-            result.finish_reason, result.finish_reason.value)
+        status = result.finish_reason.status
         self._spawn(self.store.requests.add(
             dialect=meta.get("dialect", "core"), endpoint=meta.get("endpoint", ""), model=result.model,
             prompt_tokens=result.usage.prompt_tokens, completion_tokens=result.usage.completion_tokens,

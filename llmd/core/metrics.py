@@ -23,7 +23,7 @@ import psutil
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from llmd.core.types import DeploymentState, FinishReason, GenerationResult
+from llmd.core.types import DeploymentState, GenerationResult
 
 # The text exposition format generate_latest() writes (0.0.4), which every Prometheus reads.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -32,12 +32,11 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 INFERENCE_BUCKETS = (0.5, 1.0, 3.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
-_STATUS = {FinishReason.STOP: "ok", FinishReason.LENGTH: "length"}
 
 
 def request_status(result: GenerationResult) -> str:
     """The status label of a finished request: ok, length, cancelled, error or shutdown."""
-    return _STATUS.get(result.finish_reason, result.finish_reason.value)
+    return result.finish_reason.status
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,18 @@ class Model:
         }
 
 
+# A trailing quantization tag: "-q8_0", ".Q4_K_M", ":q4_0". Longest names first,
+# so that Q4_K_M is stripped whole rather than as Q4_K.
+_QUANT_SUFFIX = re.compile(
+    r"[._:-](" + "|".join(re.escape(q) for q in sorted(FILE_TYPES.values(), key=len, reverse=True)) + r")$",
+    re.IGNORECASE)
+
+
+def model_family(name: str) -> str:
+    """A model name without a trailing quantization tag: ``qwen-7b-chat-q8_0`` -> ``qwen-7b-chat``."""
+    return _QUANT_SUFFIX.sub("", name).lower()
+
+
 def model_name_from_file(filename: str) -> str:
     """Derive a registry name from a GGUF file name.
 
@@ -66,8 +78,7 @@ def model_name_from_file(filename: str) -> str:
     model entry rather than part of its name.
     """
     stem = filename[:-5] if filename.lower().endswith(".gguf") else filename
-    for quant in sorted(FILE_TYPES.values(), key=len, reverse=True):
-        stem = re.sub(rf"[._-]{re.escape(quant)}$", "", stem, flags=re.IGNORECASE)
+    stem = _QUANT_SUFFIX.sub("", stem)
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.").lower()
     return name or "model"
 
@@ -115,6 +126,30 @@ class Registry:
                 details={"available": known},
             )
         return model
+
+    async def with_quantization(self, name_or_alias: str, quantization: str | None) -> Model:
+        """The model to load for ``name_or_alias`` in a given quantization.
+
+        Without one it is the named model. With one, the candidates are the
+        named model, then the models of its family (names equal once a
+        trailing quantization tag is removed); the first whose quantization
+        matches, case-insensitively, wins. None matching is a
+        :class:`ModelNotFoundError` listing the quantizations there are.
+        """
+        target = await self.get(name_or_alias)
+        if quantization is None:
+            return target
+        family = model_family(target.name)
+        candidates = [m for m in await self.list() if model_family(m.name) == family]
+        for m in [target] + candidates:
+            if (m.quantization or "").lower() == quantization.lower():
+                return m
+        raise ModelNotFoundError(
+            f"model '{target.name}' is not available with quantization '{quantization}'",
+            field="quantization",
+            details={"model": target.name, "quantization": quantization,
+                     "available_quantizations": sorted({m.quantization for m in candidates if m.quantization}),
+                     "candidates": [{"name": m.name, "quantization": m.quantization} for m in candidates]})
 
     async def add_file(
         self, path: str | Path, name: str | None = None, *, source: str = "local",

@@ -46,14 +46,6 @@ MAX_MESSAGE_CHARS = 100_000
 
 log = logging.getLogger(__name__)
 
-_STATUS = {FinishReason.STOP: "ok", FinishReason.LENGTH: "length"}
-
-
-def finish_status(reason: FinishReason) -> str:
-    """The stored status of an assistant turn that ended for ``reason``."""
-    return _STATUS.get(reason, reason.value)
-
-
 def answer_reserve(n_ctx: int, max_tokens: int | None, default_max: int) -> int:
     """Tokens of the context kept free for the answer: its ``max_tokens``, else the
     configured default, but (for a default) never more than half the context."""
@@ -144,7 +136,7 @@ class ChatTurn:
         result = self.gen.result
         assert result is not None
         self.result = result
-        await self._sessions._store_answer(self, result.text, finish_status(result.finish_reason),
+        await self._sessions._store_answer(self, result.text, result.finish_reason.status,
                                            result.usage.completion_tokens)
         return result
 

@@ -63,6 +63,11 @@ class FinishReason(str, enum.Enum):
     ERROR = "error"  # the engine failed
     SHUTDOWN = "shutdown"  # the daemon is stopping
 
+    @property
+    def status(self) -> str:
+        """The outcome as the request log, metrics and session history record it."""
+        return {"stop": "ok", "length": "length"}.get(self.value, self.value)
+
 
 @dataclass(frozen=True)
 class Usage:

@@ -16,7 +16,7 @@ from llmd.errors import (
 )
 from llmd.http import admin, easyviz, local, openai, spec
 from llmd.http.api import Dialect, Route
-from llmd.http.docs import NO_ASSETS_HTML, REDOC_HTML, SWAGGER_HTML, asset, build_openapi
+from llmd.http.docs import NO_ASSETS_HTML, REDOC_HTML, SWAGGER_HTML, asset, build_openapi, has_assets
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +39,17 @@ def _docs_dialect(fallback: Dialect, dialects: list[Dialect]) -> Dialect:
     @d.route("/docs", summary="Swagger UI", text=True, public=True)
     async def docs() -> Any:
         """Interactive documentation, served with no internet access."""
-        return Response(SWAGGER_HTML if asset("swagger-ui.css") else NO_ASSETS_HTML, content_type="text/html")
+        return Response(SWAGGER_HTML if has_assets() else NO_ASSETS_HTML, content_type="text/html")
 
     @d.route("/redoc", summary="ReDoc", text=True, public=True)
     async def redoc() -> Any:
         """Reference documentation, served with no internet access."""
-        return Response(REDOC_HTML if asset("redoc.standalone.js") else NO_ASSETS_HTML, content_type="text/html")
+        return Response(REDOC_HTML if has_assets() else NO_ASSETS_HTML, content_type="text/html")
 
     @d.route("/docs/assets/<name>", summary="Documentation assets", text=True, public=True)
     async def docs_asset(name: str) -> Any:
         """Swagger UI and ReDoc files."""
-        found = asset(name)
+        found = await asyncio.to_thread(asset, name)  # up to 1.5 MB from disk: off the loop
         if found is None:
             raise NotFoundError(f"no documentation asset '{name}'")
         data, ctype = found

@@ -32,6 +32,11 @@ def asset_dir() -> Path | None:
     return path if path.is_dir() else None
 
 
+def has_assets() -> bool:
+    """True when the viewers' files are installed (checked without reading them)."""
+    return asset_dir() is not None
+
+
 def asset(name: str) -> tuple[bytes, str] | None:
     """The bytes and content type of one bundled asset, or ``None``."""
     base = asset_dir()

@@ -121,14 +121,14 @@ def build(core: Core) -> Dialect:
         GPU backend (the answer says so when it has none).
         """
         body = await parse_body(SpecLoadBody)
-        name = t.choose_quantization(await core.list_models(), model_name, body.quantization)
+        model = await core.registry.with_quantization(model_name, body.quantization)
         gpu = await asyncio.to_thread(gpu_offload_available, core.engine)
         layers = None
         if body.prefer_gpu is False:
             layers = 0
         elif body.prefer_gpu and gpu:
             layers = -1
-        dep = await core.load_model(name, n_gpu_layers=layers)
+        dep = await core.load_model(model.name, n_gpu_layers=layers)
         return jsonify(t.load_response(dep.stats(), dep.model.quantization, body.prefer_gpu, gpu))
 
     @d.route("/api/v1/batch/generate", ("POST",), summary="Generate for several prompts", body=SpecBatchBody)

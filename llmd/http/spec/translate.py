@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import pydantic
 
 from llmd import __version__
-from llmd.core.gguf_info import FILE_TYPES
 from llmd.core.types import ChatMessage, GenerateRequest, GenerationResult, SamplingParams
-from llmd.errors import LlmdError, ModelNotFoundError, ValidationError
+from llmd.errors import LlmdError, ValidationError
 from llmd.http.api import validation_error
 from llmd.http.spec.schemas import SpecBatchItem, SpecGenerateFields
 
 DIALECT = "spec"
 
-# Longest first, so that Q4_K_M is stripped before Q4_K would be tried.
-_QUANTS = sorted(FILE_TYPES.values(), key=len, reverse=True)
-_QUANT_SUFFIX = re.compile(r"[._:-](" + "|".join(re.escape(q) for q in _QUANTS) + r")$", re.IGNORECASE)
 
 
 # -- errors ------------------------------------------------------------------------
@@ -135,39 +130,6 @@ def models_page(models: list[dict[str, Any]], page: int, size: int) -> dict[str,
     chunk = items[(page - 1) * size: page * size]
     return {"models": chunk, "items": chunk, "total": len(items), "page": page, "size": size,
             "pages": math.ceil(len(items) / size)}
-
-
-def model_family(name: str) -> str:
-    """A model name without a trailing quantization tag: ``qwen-7b-chat-q8_0`` -> ``qwen-7b-chat``."""
-    return _QUANT_SUFFIX.sub("", name).lower()
-
-
-def choose_quantization(models: list[dict[str, Any]], name: str, quantization: str | None) -> str:
-    """The registered model to load for ``name`` (a name or alias) and an optional quantization.
-
-    Without a quantization it is ``name`` itself. With one, the candidates
-    are the models of the same family, i.e. whose names are equal once a
-    trailing quantization tag (``-q8_0``, ``.Q4_K_M``, ``:q4_0``) is removed;
-    the one whose ``quantization`` matches (case-insensitively) wins. None
-    matching is a 404 ``MODEL_NOT_FOUND`` listing the quantizations there are.
-    """
-    target = next((m for m in models if name == m["name"] or name in m.get("aliases", [])), None)
-    if target is None:
-        raise ModelNotFoundError(f"model '{name}' is not registered", field="model_name",
-                                 details={"available": [m["name"] for m in models]})
-    if quantization is None:
-        return target["name"]
-    family = model_family(target["name"])
-    candidates = [m for m in models if model_family(m["name"]) == family]
-    for m in [target] + candidates:  # the named model first
-        if (m.get("quantization") or "").lower() == quantization.lower():
-            return m["name"]
-    raise ModelNotFoundError(
-        f"model '{target['name']}' is not available with quantization '{quantization}'",
-        field="quantization",
-        details={"model": target["name"], "quantization": quantization,
-                 "available_quantizations": sorted({m["quantization"] for m in candidates if m.get("quantization")}),
-                 "candidates": [{"name": m["name"], "quantization": m.get("quantization")} for m in candidates]})
 
 
 def load_response(dep_stats: dict[str, Any], quantization: str | None, prefer_gpu: bool | None,
