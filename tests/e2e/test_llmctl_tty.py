@@ -43,14 +43,17 @@ class Terminal:
 def test_ctrl_c_stops_the_answer_and_keeps_the_session(daemon):
     master, slave = pty.openpty()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMD_", "LLMCTL_"))}
-    proc = subprocess.Popen([llmd_bin("llmctl"), "--socket", str(daemon.socket_path), "chat", "--max-tokens", "1500"],
+    proc = subprocess.Popen([llmd_bin("llmctl"), "--socket", str(daemon.socket_path), "chat", "--max-tokens", "300",
+                             "--temperature", "0"],
                             stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
     os.close(slave)
     try:
         term = Terminal(master)
         term.expect(b"> ", 30)
         os.write(master, b"Write a very long story about the sea.\n")
-        time.sleep(1.5)  # let some of the answer stream
+        term.expect(b"sea.", 10)  # the echo of the question
+        term.expect(b" ", 60)  # the answer has started streaming
+        time.sleep(0.5)
         os.killpg(proc.pid, signal.SIGINT)
         out = term.expect(b"[stopped]", 30)
         out += term.expect(b"> ", 10)
