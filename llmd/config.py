@@ -91,6 +91,65 @@ class RateLimitConfig:
 
 
 @dataclass
+class AuthConfig:
+    """Who may call what (see ``llmd.core.auth`` and docs/security.md)."""
+
+    # "auto": off when every TCP listener is a loopback address, else on; "on"; "off".
+    mode: str = "auto"
+    token_ttl_s: int = 3600  # lifetime of a JWT from POST /api/auth/token
+    public_docs: bool = True  # /docs, /redoc and /openapi.json need no credentials
+    # /metrics without credentials: "loopback" (only from 127.0.0.1/::1), "on" or "off".
+    public_metrics: str = "loopback"
+    unix_group: str = "llmd"  # members of this group are admin over the Unix socket
+
+
+@dataclass
+class LimitsConfig:
+    """Per-request and per-client limits; each breach is a 4xx in the dialect's envelope."""
+
+    max_tokens: int = 4096  # the largest max_tokens a request may ask for
+    max_streams_per_client: int = 8  # open SSE responses and WebSockets per client
+    read_timeout_s: float = 60.0  # a request body that trickles slower than this is dropped
+
+
+@dataclass
+class DownloadsConfig:
+    """Model downloads from Hugging Face and Ollama registries."""
+
+    max_concurrent: int = 2  # downloads transferring at once; the rest wait as pending
+    # Which GGUF file of a repository to take when the request names none, best first.
+    quantization_preference: str = "Q4_K_M,Q4_0,Q8_0"
+    disk_margin_mb: int = 512  # free space that must remain after a download
+    retries: int = 5  # network errors retried (with backoff) before a download fails
+    # Hugging Face endpoint; empty means $HF_ENDPOINT, else https://huggingface.co.
+    hf_endpoint: str = ""
+    ollama_registry: str = "https://registry.ollama.ai"
+
+
+@dataclass
+class HubConfig:
+    """Model search: the catalogue cache behind /api/models/search and friends."""
+
+    cache_ttl_s: int = 3600  # cached answers younger than this are served without asking the hub
+    timeout_s: float = 10.0  # per request to the hub
+
+
+@dataclass
+class DeploymentsConfig:
+    """How many models may be loaded at once, and for how long they stay idle."""
+
+    # Memory that loaded models may use together, in MiB; 0 means 80% of RAM.
+    memory_budget_mb: int = 0
+    keep_alive_s: float = 1800.0  # an idle deployment is unloaded after this; 0 means never
+    # Command line that starts an external vLLM server; {model}, {port}, {max_model_len}
+    # and {gpu_memory_utilization} are filled in.
+    vllm_command: str = (
+        "vllm serve {model} --host 127.0.0.1 --port {port} --max-model-len {max_model_len}"
+        " --gpu-memory-utilization {gpu_memory_utilization}")
+    external_start_timeout_s: float = 600.0  # how long an external engine may take to answer /health
+
+
+@dataclass
 class LogConfig:
     """Logging."""
 
@@ -107,6 +166,11 @@ class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    downloads: DownloadsConfig = field(default_factory=DownloadsConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
+    deployments: DeploymentsConfig = field(default_factory=DeploymentsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     # "section.key" -> "default", "file <path>", "env LLMD_X" or "flag --x"
     sources: dict[str, str] = field(default_factory=dict, repr=False)

@@ -154,6 +154,89 @@ class InternalError(LlmdError):
     code = "internal_error"
 
 
+class InsufficientResourcesError(LlmdError):
+    """Not enough memory (or GPU) to load a model; ``details`` carries the figures."""
+
+    status = 503
+    code = "insufficient_resources"
+
+
+class InsufficientStorageError(LlmdError):
+    """Not enough free disk for a download; ``details`` carries the figures."""
+
+    status = 507
+    code = "insufficient_storage"
+
+
+class OperationTimeoutError(LlmdError):
+    """A lifecycle operation did not finish within the caller's ``timeout``."""
+
+    status = 504
+    code = "operation_timeout"
+
+
+class DeploymentNotFoundError(NotFoundError):
+    """No deployment has that id."""
+
+    code = "deployment_not_found"
+
+
+class DeploymentNotRunningError(LlmdError):
+    """The deployment exists but is not running, so it cannot answer."""
+
+    status = 409
+    code = "deployment_not_running"
+
+
+class DownloadNotFoundError(NotFoundError):
+    """No download task has that id."""
+
+    code = "task_not_found"
+
+
+class InvalidSourceError(ValidationError):
+    """A model source other than the supported ones (huggingface, ollama, local)."""
+
+    code = "invalid_source"
+
+
+class InvalidActionError(ConflictError):
+    """The action does not apply to the object in its current state (e.g. pausing a finished download)."""
+
+    code = "invalid_action"
+
+
+class ChatNotSupportedError(ValidationError):
+    """The model has no chat template and cannot take chat messages."""
+
+    code = "chat_not_supported"
+
+
+class HubUnavailableError(LlmdError):
+    """The model hub (Hugging Face, an Ollama registry) cannot be reached and nothing is cached."""
+
+    status = 502
+    code = "hub_unavailable"
+
+
+class AuthenticationError(LlmdError):
+    """No credentials, or credentials that are not valid (unknown, revoked, expired)."""
+
+    status = 401
+    code = "authentication_failed"
+
+    def __init__(self, message: str = "authentication required", **kw: Any) -> None:
+        kw.setdefault("headers", {}).setdefault("WWW-Authenticate", "Bearer")
+        super().__init__(message, **kw)
+
+
+class AuthorizationError(LlmdError):
+    """Valid credentials that do not reach this route or model."""
+
+    status = 403
+    code = "authorization_failed"
+
+
 class ConfigError(Exception):
     """A configuration problem that stops the daemon from starting.
 

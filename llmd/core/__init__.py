@@ -19,10 +19,12 @@ from llmd import __version__
 from llmd.config import Config
 from llmd.core.deployments import Deployment, Generation, Job
 from llmd.core.engine.base import Engine, LoadSettings
+from llmd.core.events import EventBroker
 from llmd.core.generation import apply_defaults, build_prompt, fit_context
 from llmd.core.metrics import Metrics
 from llmd.core.sessions import ChatSessions
 from llmd.core.registry import Model, Registry
+from llmd.core.tasks import TaskTracker
 from llmd.core.types import (
     DeploymentState, EmbeddingResult, FinishReason, GenerateRequest, GenerationResult,
 )
@@ -51,10 +53,13 @@ class Core:
         self._tasks: set[asyncio.Task] = set()
         self.metrics = Metrics()
         self.sessions = ChatSessions(self)
+        self.events = EventBroker()
+        self.tasks = TaskTracker(self.events)
 
     # -- lifecycle ------------------------------------------------------
     async def start(self) -> None:
         """Register bundled models, recover state, and load the default model in the background."""
+        self.events.bind(asyncio.get_running_loop())
         if self.config.models.discover_bundled:
             await self.registry.sync_bundled()
         await self.registry.ensure_default_alias(self.config.models.default)
@@ -171,6 +176,7 @@ class Core:
     async def shutdown(self) -> None:
         """Stop taking work, end open generations with a final event, unload models."""
         self.shutting_down = True
+        await self.tasks.shutdown()
         await asyncio.gather(*(d.stop(FinishReason.SHUTDOWN) for d in list(self.deployments.values())))
         # Let request-log and state writes that the stops queued finish.
         pending = [t for t in self._tasks if not t.done()]

@@ -7,7 +7,9 @@ envelope, and builds the OpenAPI document from the same declarations.
 
 from __future__ import annotations
 
+import datetime
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -37,6 +39,9 @@ class Route:
     public: bool = False
     description: str = ""
     websocket: bool = False  # registered with app.add_websocket; the handler owns its errors
+    # Who may call it: "public", "inference" or "admin" (docs/security.md). None is a bug
+    # that the auth matrix test catches: every route must state its policy.
+    auth: str | None = None
 
 
 @dataclass
@@ -49,23 +54,26 @@ class Dialect:
     prefixes: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()  # exact paths owned outside the prefixes
     routes: list[Route] = field(default_factory=list)
+    patterns: tuple[str, ...] = ()  # regular expressions (full match) for paths owned inside others' prefixes
 
     def route(self, path: str, methods: tuple[str, ...] = ("GET",), *, summary: str,
               body: type[pydantic.BaseModel] | None = None,
               response: type[pydantic.BaseModel] | None = None,
               query: type[pydantic.BaseModel] | None = None,
               sse: bool = False, text: bool = False, public: bool = False,
-              description: str = "") -> Callable[[Handler], Handler]:
-        """Decorator: declare a handler for ``path``."""
+              description: str = "", auth: str | None = None) -> Callable[[Handler], Handler]:
+        """Decorator: declare a handler for ``path``; ``auth`` is its policy (public, inference, admin)."""
 
         def deco(fn: Handler) -> Handler:
             self.routes.append(Route(path, tuple(methods), fn, summary, body, response, query,
-                                     sse, text, public, description or (fn.__doc__ or "").strip()))
+                                     sse, text, public, description or (fn.__doc__ or "").strip(),
+                                     auth="public" if public else auth))
             return fn
 
         return deco
 
-    def websocket(self, path: str, *, summary: str, description: str = "") -> Callable[[Handler], Handler]:
+    def websocket(self, path: str, *, summary: str, description: str = "",
+                  auth: str | None = None) -> Callable[[Handler], Handler]:
         """Decorator: declare a WebSocket handler for ``path``.
 
         The handler speaks the dialect's own message protocol, so it reports
@@ -75,14 +83,16 @@ class Dialect:
 
         def deco(fn: Handler) -> Handler:
             self.routes.append(Route(path, ("GET",), fn, summary, public=False,
-                                     description=description or (fn.__doc__ or "").strip(), websocket=True))
+                                     description=description or (fn.__doc__ or "").strip(), websocket=True,
+                                     auth=auth))
             return fn
 
         return deco
 
     def owns(self, path: str) -> bool:
         """True if an unmatched ``path`` should get this dialect's envelope."""
-        return path in self.paths or any(path.startswith(p) for p in self.prefixes)
+        return (path in self.paths or any(path.startswith(p) for p in self.prefixes)
+                or any(re.fullmatch(p, path) for p in self.patterns))
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:
@@ -147,3 +157,8 @@ class StrictModel(pydantic.BaseModel):
     """Base for request bodies: unknown fields are ignored, as OpenAI clients send many."""
 
     model_config = pydantic.ConfigDict(extra="ignore")
+
+
+def utc_timestamp() -> str:
+    """Now as ISO 8601 UTC with a ``Z``, as seeds 002 and 004 write timestamps."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -14,7 +14,7 @@ from llmd.core.ratelimit import client_key, limiter_from_config
 from llmd.errors import (
     InternalError, LlmdError, MethodNotAllowedError, NotFoundError, PayloadTooLargeError, ValidationError,
 )
-from llmd.http import admin, easyviz, local, openai, spec
+from llmd.http import admin, easyviz, local, manager, openai, ops, spec
 from llmd.http.api import Dialect, Route
 from llmd.http.docs import NO_ASSETS_HTML, REDOC_HTML, SWAGGER_HTML, asset, build_openapi, has_assets
 
@@ -70,7 +70,10 @@ def create_app(core: Core) -> Quart:
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    dialects = [openai.build(core), local.build(core), admin.build(core), easyviz.build(core), spec.build(core)]
+    # Order matters for error envelopes of unmatched paths: manager's hub paths
+    # (/api/models/search, .../info) are claimed before ops's /api/models prefix.
+    dialects = [openai.build(core), local.build(core), admin.build(core), easyviz.build(core), spec.build(core),
+                manager.build(core), ops.build(core)]
     dialects.append(_docs_dialect(dialects[1], dialects))
     fallback = dialects[1]  # seed 003's {"detail": ...} for paths nobody owns
 

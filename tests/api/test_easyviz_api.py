@@ -280,15 +280,18 @@ async def test_model_not_loaded_is_503_with_retry_after(client, fake_core):
 
 
 async def test_busy_is_503_with_retry_after(core_factory):
-    core = await core_factory(FakeEngine(delay_s=0.05), **{"engine.queue_size": 1, "engine.parallel": 1})
+    # Slow tokens, so the first request is still generating while the queue fills (a busy box is slow).
+    core = await core_factory(FakeEngine(delay_s=0.3), **{"engine.queue_size": 1, "engine.parallel": 1})
     client = create_app(core).test_client()
-    first = asyncio.ensure_future(client.post(f"{API}/generate/", json={"prompt": "a"}))
-    second = asyncio.ensure_future(client.post(f"{API}/generate/", json={"prompt": "b"}))
-    for _ in range(200):
+    short = {"max_length": 6}
+    first = asyncio.ensure_future(client.post(f"{API}/generate/", json={"prompt": "a", "parameters": short}))
+    second = asyncio.ensure_future(client.post(f"{API}/generate/", json={"prompt": "b", "parameters": short}))
+    for _ in range(500):
         stats = core.deployments["tiny"].stats()
         if stats["queued"] == 1 and stats["active"] == 1:
             break
         await asyncio.sleep(0.01)
+    assert stats["queued"] == 1 and stats["active"] == 1, stats
     r = await client.post(f"{API}/generate/", json={"prompt": "c"})
     assert r.status_code == 503
     assert r.headers["Retry-After"]
