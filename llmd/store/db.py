@@ -36,11 +36,17 @@ class Store:
         from llmd.store.requests import RequestLogRepo
         from llmd.store.deployments import DeploymentRepo
         from llmd.store.sessions import ChatSessionRepo
+        from llmd.store.auth import AuthRepo
+        from llmd.store.downloads import DownloadRepo
+        from llmd.store.hub import HubRepo
 
         self.models = ModelRepo(self)
         self.requests = RequestLogRepo(self)
         self.deployments = DeploymentRepo(self)
         self.sessions = ChatSessionRepo(self)
+        self.auth = AuthRepo(self)
+        self.downloads = DownloadRepo(self)
+        self.hub = HubRepo(self)
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -68,7 +74,7 @@ class Store:
         )
         async with self.db.execute("SELECT name FROM schema_migrations") as cur:
             applied = {row[0] async for row in cur}
-        for name, sql in MIGRATIONS:
+        for name, sql in sorted(MIGRATIONS):  # by name: the order is in the names
             if name in applied:
                 continue
             log.info("applying migration %s", name)

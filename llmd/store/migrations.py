@@ -90,4 +90,9 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX chat_messages_session ON chat_messages(session_id, id);
         """,
     ),
+    # -- 0005_auth (api keys, users) goes here --
+    # -- 0006_downloads goes here --
+    # -- 0007_hub_catalog goes here --
+    # -- 0008_registry_fields (seed 002 model fields) goes here --
+    # -- 0009_deployments (ids, port, pinned, last used) goes here --
 ]
