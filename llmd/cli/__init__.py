@@ -41,7 +41,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="print JSON i
 
 def main() -> None:
     """Entry point of ``llmctl``."""
-    from llmd.cli import chat, models, status  # noqa: F401 - registers the commands
+    from llmd.cli import access, chat, deploy, hub, models, status  # noqa: F401 - registers the commands
 
     try:
         cli.main(standalone_mode=False)

@@ -1,0 +1,3 @@
+"""llmctl keys and llmctl users (placeholder)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""llmctl search, pull and downloads (placeholder)."""
+
+from __future__ import annotations
