@@ -63,6 +63,8 @@ class Client:
         err = body.get("error") if isinstance(body, dict) else None
         if isinstance(err, dict):
             return str(err.get("message") or err)
+        if isinstance(err, str):  # seed 004's {"success": false, "message", "error": "CODE"}
+            return str(body.get("message") or err)
         if isinstance(body, dict) and "detail" in body:
             return str(body["detail"])
         return f"HTTP {resp.status_code}: {body}"
@@ -79,10 +81,11 @@ class Client:
             raise CliError(self._error_text(resp))
         return resp.json()
 
-    def stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """POST and yield the JSON of each SSE ``data:`` event until ``[DONE]``."""
+    def stream(self, path: str, body: dict[str, Any] | None = None, *, method: str = "POST",
+               params: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        """Send one request and yield the JSON of each SSE ``data:`` event until ``[DONE]``."""
         try:
-            with self.http.stream("POST", path, json=body) as resp:
+            with self.http.stream(method, path, json=body, params=params) as resp:
                 if resp.status_code >= 400:
                     resp.read()
                     raise CliError(self._error_text(resp))
