@@ -90,9 +90,132 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX chat_messages_session ON chat_messages(session_id, id);
         """,
     ),
-    # -- 0005_auth (api keys, users) goes here --
-    # -- 0006_downloads goes here --
-    # -- 0007_hub_catalog goes here --
-    # -- 0008_registry_fields (seed 002 model fields) goes here --
-    # -- 0009_deployments (ids, port, pinned, last used) goes here --
+    (
+        "0005_auth",
+        """
+        CREATE TABLE api_keys (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            prefix TEXT NOT NULL,              -- the key's first characters, shown in listings
+            key_hash TEXT NOT NULL UNIQUE,     -- sha256 hex of the whole key; the key itself is never stored
+            scope TEXT NOT NULL,               -- inference | admin
+            models TEXT,                       -- JSON list of model names; NULL: every model
+            created_at REAL NOT NULL,
+            expires_at REAL,
+            last_used_at REAL,
+            revoked_at REAL
+        );
+        -- a name is unique among the keys in force; revoked keys keep theirs for the record
+        CREATE UNIQUE INDEX api_keys_active_name ON api_keys(name) WHERE revoked_at IS NULL;
+        CREATE TABLE users (
+            id INTEGER PRIMARY KEY,
+            username TEXT NOT NULL UNIQUE,
+            password_hash TEXT NOT NULL,       -- argon2id, with its parameters and salt
+            scope TEXT NOT NULL,               -- inference | admin
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            last_login_at REAL
+        );
+        """,
+    ),
+    (
+        "0006_downloads",
+        """
+        -- One row per download task. The row plus the .partial file on disk are the
+        -- truth after a crash: the partial file's length is where the transfer resumes.
+        CREATE TABLE downloads (
+            id TEXT PRIMARY KEY,               -- task_<hex>
+            model_id TEXT NOT NULL,            -- hub id: repo id, or an Ollama name:tag
+            source TEXT NOT NULL,              -- huggingface | ollama
+            filename TEXT,                     -- the file asked for (NULL: picked by quantization)
+            quantization TEXT,
+            revision TEXT,                     -- the commit the files were resolved at
+            status TEXT NOT NULL,              -- pending | downloading | paused | completed | failed | cancelled
+            phase TEXT NOT NULL DEFAULT 'transfer',  -- transfer | register (files renamed, not yet registered)
+            files TEXT NOT NULL DEFAULT '[]',  -- JSON: [{name, url, size, sha256, path}]
+            downloaded_bytes INTEGER NOT NULL DEFAULT 0,
+            total_bytes INTEGER NOT NULL DEFAULT 0,
+            model_name TEXT,                   -- the registered model, once completed
+            message TEXT,
+            error_code TEXT,
+            error TEXT,
+            error_details TEXT,                -- JSON: e.g. the disk figures of INSUFFICIENT_STORAGE
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL
+        );
+        CREATE INDEX downloads_status ON downloads(status, created_at);
+        """,
+    ),
+    (
+        "0007_hub_catalog",
+        """
+        -- The hub catalogue cache: what search and info answer when the hub is unreachable.
+        CREATE TABLE hub_models (
+            source TEXT NOT NULL,              -- huggingface | ollama
+            id TEXT NOT NULL,                  -- repo id or Ollama name
+            data TEXT NOT NULL,                -- JSON: the item as the API shows it
+            model_type TEXT,
+            downloads INTEGER NOT NULL DEFAULT 0,
+            likes INTEGER NOT NULL DEFAULT 0,
+            trending INTEGER NOT NULL DEFAULT 0,
+            detailed INTEGER NOT NULL DEFAULT 0,   -- 1 when data holds the full info (files, sizes)
+            fetched_at REAL NOT NULL,
+            PRIMARY KEY (source, id)
+        );
+        CREATE TABLE hub_searches (
+            source TEXT NOT NULL,
+            query TEXT NOT NULL,
+            model_type TEXT NOT NULL DEFAULT '',
+            ids TEXT NOT NULL,                 -- JSON list of ids, in the hub's order
+            fetched_at REAL NOT NULL,
+            PRIMARY KEY (source, query, model_type)
+        );
+        CREATE TABLE hub_favorites (
+            source TEXT NOT NULL,
+            id TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (source, id)
+        );
+        CREATE TABLE hub_syncs (
+            source TEXT PRIMARY KEY,
+            synced_at REAL NOT NULL,
+            count INTEGER NOT NULL
+        );
+        """,
+    ),
+    (
+        "0008_registry_fields",
+        """
+        ALTER TABLE models ADD COLUMN display_name TEXT;
+        ALTER TABLE models ADD COLUMN description TEXT;
+        ALTER TABLE models ADD COLUMN framework TEXT NOT NULL DEFAULT 'llama.cpp';  -- llama.cpp | vllm
+        ALTER TABLE models ADD COLUMN priority INTEGER NOT NULL DEFAULT 5;
+        ALTER TABLE models ADD COLUMN config TEXT NOT NULL DEFAULT '{}';                 -- JSON
+        ALTER TABLE models ADD COLUMN resource_requirements TEXT NOT NULL DEFAULT '{}';  -- JSON
+        ALTER TABLE models ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';                   -- JSON list
+        -- performance_stats of one model read the request log by model
+        CREATE INDEX request_log_model ON request_log(model, ts);
+        """,
+    ),
+    (
+        "0009_deployments",
+        """
+        -- One deployment row per model: its id ("deploy_<id>") stays stable across restarts.
+        DELETE FROM deployments WHERE id NOT IN (SELECT MIN(id) FROM deployments GROUP BY model_id);
+        DROP INDEX IF EXISTS deployments_model;
+        CREATE UNIQUE INDEX deployments_model ON deployments(model_id);
+        ALTER TABLE deployments ADD COLUMN port INTEGER;
+        ALTER TABLE deployments ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE deployments ADD COLUMN last_used REAL;
+        ALTER TABLE deployments ADD COLUMN started_at REAL;
+        ALTER TABLE deployments ADD COLUMN stopped_at REAL;
+        ALTER TABLE deployments ADD COLUMN stop_reason TEXT;     -- stopped | evicted | idle | shutdown | error
+        ALTER TABLE deployments ADD COLUMN note TEXT;            -- e.g. why it was evicted
+        ALTER TABLE deployments ADD COLUMN model_source TEXT;
+        ALTER TABLE deployments ADD COLUMN gpu_memory_utilization REAL;
+        ALTER TABLE deployments ADD COLUMN memory_bytes INTEGER;
+        """,
+    ),
 ]

@@ -14,14 +14,29 @@ if TYPE_CHECKING:
 _COLUMNS = (
     "name", "source", "path", "format", "architecture", "context_length",
     "quantization", "size_bytes", "chat_template", "metadata",
+    "display_name", "description", "framework", "priority", "config", "resource_requirements", "tags",
 )
+# JSON columns and the empty value each one holds when a caller gives none.
+_JSON = {"metadata": {}, "config": {}, "resource_requirements": {}, "tags": []}
+# Columns with a NOT NULL default in the schema: a missing value takes it.
+_DEFAULTS = {"framework": "llama.cpp", "priority": 5}
+
+
+def _value(column: str, value: Any) -> Any:
+    if column in _JSON:
+        return dumps(value if value is not None else _JSON[column])
+    if value is None and column in _DEFAULTS:
+        return _DEFAULTS[column]
+    return value
 
 
 def _row(row: dict[str, Any] | None, aliases: list[str] | None = None) -> dict[str, Any] | None:
     if row is None:
         return None
     row = dict(row)
-    row["metadata"] = json.loads(row.get("metadata") or "{}")
+    for column, empty in _JSON.items():
+        raw = row.get(column)
+        row[column] = json.loads(raw) if raw else type(empty)()
     row["aliases"] = aliases or []
     return row
 
@@ -59,10 +74,17 @@ class ModelRepo:
             return None
         return _row(row, await self._aliases(row["id"]))
 
+    async def get_by_id(self, model_id: int) -> dict[str, Any] | None:
+        """A model by its row id (seed 002's ``model-<n>``); ``None`` if there is none."""
+        row = await self.store.fetchone("SELECT * FROM models WHERE id=?", (model_id,))
+        if row is None:
+            return None
+        return _row(row, await self._aliases(row["id"]))
+
     async def insert(self, fields: dict[str, Any], aliases: list[str] = ()) -> dict[str, Any]:
         """Insert a model and its aliases in one transaction."""
         now = time.time()
-        values = [dumps(fields.get(c) or {}) if c == "metadata" else fields.get(c) for c in _COLUMNS]
+        values = [_value(c, fields.get(c)) for c in _COLUMNS]
         async with self.store.transaction() as db:
             cur = await db.execute(
                 f"INSERT INTO models ({', '.join(_COLUMNS)}, created_at, updated_at) "
@@ -81,7 +103,7 @@ class ModelRepo:
         cols = [c for c in fields if c in _COLUMNS]
         if not cols:
             return
-        values = [dumps(fields[c]) if c == "metadata" else fields[c] for c in cols]
+        values = [_value(c, fields[c]) for c in cols]
         async with self.store.transaction() as db:
             await db.execute(
                 f"UPDATE models SET {', '.join(c + '=?' for c in cols)}, updated_at=? WHERE name=?",

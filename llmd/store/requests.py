@@ -49,3 +49,24 @@ class RequestLogRepo:
             " COALESCE(SUM(status='error'),0) AS errors FROM request_log"
         )
         return row or {}
+
+    async def model_stats(self, model: str, *, recent_window_s: float = 60.0) -> dict[str, Any]:
+        """Per-model figures of the log: counts, failures, durations, tokens, and the last minute's count.
+
+        Cancelled requests count as requests but not as failures; errors and
+        shutdowns are failures.
+        """
+        now = time.time()
+        row = await self.store.fetchone(
+            "SELECT COUNT(*) AS requests,"
+            " COALESCE(SUM(status IN ('error','shutdown')),0) AS failed,"
+            " AVG(duration_ms) AS avg_duration_ms, MAX(duration_ms) AS max_duration_ms,"
+            " MIN(duration_ms) AS min_duration_ms, AVG(ttft_ms) AS avg_ttft_ms,"
+            " COALESCE(SUM(duration_ms),0) AS duration_ms_sum,"
+            " COALESCE(SUM(prompt_tokens),0) AS prompt_tokens,"
+            " COALESCE(SUM(completion_tokens),0) AS completion_tokens,"
+            " COALESCE(SUM(ts >= ?),0) AS recent, MAX(ts) AS last_ts"
+            " FROM request_log WHERE model=?",
+            (now - recent_window_s, model),
+        )
+        return {**(row or {}), "recent_window_s": recent_window_s}
