@@ -101,6 +101,9 @@ class AuthConfig:
     # /metrics without credentials: "loopback" (only from 127.0.0.1/::1), "on" or "off".
     public_metrics: str = "loopback"
     unix_group: str = "llmd"  # members of this group are admin over the Unix socket
+    # Failed logins and refused credentials are answered after a delay that doubles per
+    # failure from the same source (0.1 s, 0.2 s, ...) up to this many seconds.
+    max_failure_delay_s: float = 5.0
 
 
 @dataclass
@@ -124,6 +127,8 @@ class DownloadsConfig:
     # Hugging Face endpoint; empty means $HF_ENDPOINT, else https://huggingface.co.
     hf_endpoint: str = ""
     ollama_registry: str = "https://registry.ollama.ai"
+    retry_backoff_s: float = 1.0  # first wait after a network error; doubles per retry, at most 30 s
+    progress_interval_s: float = 0.25  # least time between two progress events of one task
 
 
 @dataclass
@@ -132,6 +137,9 @@ class HubConfig:
 
     cache_ttl_s: int = 3600  # cached answers younger than this are served without asking the hub
     timeout_s: float = 10.0  # per request to the hub
+    search_limit: int = 100  # most models one search asks the hub for (pages are cut from these)
+    sync_limit: int = 500  # most models POST /api/models/sync caches per source
+    gguf_only: bool = True  # search, trending and sync list only repositories tagged gguf
 
 
 @dataclass
@@ -141,6 +149,7 @@ class DeploymentsConfig:
     # Memory that loaded models may use together, in MiB; 0 means 80% of RAM.
     memory_budget_mb: int = 0
     keep_alive_s: float = 1800.0  # an idle deployment is unloaded after this; 0 means never
+    pin_default: bool = True  # the default model is pinned: never evicted or unloaded for idleness
     # Command line that starts an external vLLM server; {model}, {port}, {max_model_len}
     # and {gpu_memory_utilization} are filled in.
     vllm_command: str = (
@@ -385,7 +394,24 @@ def _check(cfg: Config) -> None:
         ("ratelimit.enabled", cfg.ratelimit.enabled.lower() in ("auto", "on", "off"),
          "must be auto, on or off"),
         ("ratelimit.requests_per_minute", cfg.ratelimit.requests_per_minute >= 1, "must be >= 1"),
+        ("auth.mode", cfg.auth.mode.lower() in ("auto", "on", "off"), "must be auto, on or off"),
+        ("auth.public_metrics", cfg.auth.public_metrics.lower() in ("loopback", "on", "off"),
+         "must be loopback, on or off"),
+        ("auth.token_ttl_s", cfg.auth.token_ttl_s >= 60, "must be >= 60"),
+        ("auth.max_failure_delay_s", cfg.auth.max_failure_delay_s >= 0, "must be >= 0"),
+        ("limits.max_tokens", cfg.limits.max_tokens >= 1, "must be >= 1"),
+        ("limits.max_streams_per_client", cfg.limits.max_streams_per_client >= 0, "must be >= 0 (0: no limit)"),
+        ("limits.read_timeout_s", cfg.limits.read_timeout_s > 0, "must be > 0"),
         ("ratelimit.burst", cfg.ratelimit.burst >= 1, "must be >= 1"),
+        ("downloads.max_concurrent", 1 <= cfg.downloads.max_concurrent <= 16, "must be 1-16"),
+        ("downloads.disk_margin_mb", cfg.downloads.disk_margin_mb >= 0, "must be >= 0"),
+        ("downloads.retries", cfg.downloads.retries >= 0, "must be >= 0"),
+        ("downloads.retry_backoff_s", cfg.downloads.retry_backoff_s >= 0, "must be >= 0"),
+        ("downloads.progress_interval_s", cfg.downloads.progress_interval_s > 0, "must be > 0"),
+        ("hub.cache_ttl_s", cfg.hub.cache_ttl_s >= 0, "must be >= 0"),
+        ("hub.timeout_s", cfg.hub.timeout_s > 0, "must be > 0"),
+        ("hub.search_limit", 1 <= cfg.hub.search_limit <= 1000, "must be 1-1000"),
+        ("hub.sync_limit", 1 <= cfg.hub.sync_limit <= 10000, "must be 1-10000"),
         ("log.level", cfg.log.level.lower() in ("debug", "info", "warning", "error"),
          "must be debug, info, warning or error"),
     ]
@@ -415,4 +441,8 @@ def render_config(cfg: Config) -> str:
         if isinstance(value, str):
             shown = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
         lines.append(f"{name} = {shown}  # {source}")
+    from llmd.core.auth import resolve_mode  # the one place auto is resolved
+
+    enabled, why = resolve_mode(cfg)
+    lines.append(f"\n# auth in force: {'on' if enabled else 'off'} ({why})")
     return "\n".join(lines) + "\n"

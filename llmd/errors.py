@@ -237,6 +237,20 @@ class AuthorizationError(LlmdError):
     code = "authorization_failed"
 
 
+class ChecksumMismatchError(LlmdError):
+    """A downloaded file's sha256 differs from the hub's (LFS metadata or the Ollama digest)."""
+
+    status = 502
+    code = "checksum_mismatch"
+
+
+class EngineNotInstalledError(LlmdError):
+    """The program of an external engine (vLLM) is not installed; the message names the command."""
+
+    status = 503
+    code = "engine_not_installed"
+
+
 class ConfigError(Exception):
     """A configuration problem that stops the daemon from starting.
 

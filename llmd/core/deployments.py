@@ -114,7 +114,8 @@ class Deployment:
 
     def __init__(self, model: Model, settings: LoadSettings, engine: Engine, *,
                  queue_size: int, on_finish: FinishHook, prefill_chunk: int = 256,
-                 on_state: Callable[["Deployment"], None] | None = None) -> None:
+                 on_state: Callable[["Deployment"], None] | None = None,
+                 log_sink: Callable[[str, str], None] | None = None) -> None:
         self.model = model
         self.settings = settings
         self.engine = engine
@@ -126,6 +127,20 @@ class Deployment:
         self.started_at: float | None = None
         self.load_seconds: float | None = None
         self.completed = 0
+        # Set by Core (the same attributes exist on ExternalDeployment):
+        self.id = ""  # "deploy_<n>": the store row, stable per model
+        self.port: int | None = None  # a port-bound OpenAI listener for just this model
+        self.pinned = False  # exempt from eviction and idle unload
+        self.last_used = time.time()  # the last request (wall clock), for LRU eviction and keep-alive
+        self.created_at = time.time()
+        self.memory_bytes = 0  # placement estimate: weights + KV cache
+        self.model_source: str | None = None
+        self.gpu_memory_utilization: float | None = None
+        self.stop_reason: str | None = None  # stopped | evicted | idle | shutdown | restart
+        self.note: str | None = None  # e.g. why it was evicted
+        self.stopped_at: float | None = None
+        self._log_sink = log_sink
+        self._stopped = asyncio.Event()
         self._on_finish = on_finish
         self._on_state = on_state
         self._cond = threading.Condition()
@@ -143,8 +158,14 @@ class Deployment:
 
     # -- lifecycle ------------------------------------------------------
     def log(self, level: str, message: str) -> None:
-        """Append a line to this deployment's log (thread-safe)."""
-        self.logs.append((time.time(), level, message.rstrip()))
+        """Append a line to this deployment's log (thread-safe); it also goes to the model's log file."""
+        ts = time.time()
+        self.logs.append((ts, level, message.rstrip()))
+        if self._log_sink is not None:
+            try:
+                self._log_sink(level, message)
+            except Exception:  # noqa: BLE001 - logging must never break a load or a generation
+                log.warning("the log sink of %s failed", self.model.name, exc_info=True)
 
     def _set_state(self, state: DeploymentState, error: str | None = None) -> None:
         self.state = state
@@ -188,14 +209,37 @@ class Deployment:
                 pass
 
     async def stop(self, reason: FinishReason = FinishReason.SHUTDOWN,
-                   message: str = "llmd is shutting down") -> None:
-        """Refuse new work, end queued and running jobs (their error says ``message``), free the model."""
+                   message: str = "llmd is shutting down", *, graceful: bool = False) -> None:
+        """Refuse new work, end queued and running jobs (their error says ``message``), free the model.
+
+        With ``graceful``, queued and running generations may finish first;
+        a later call without it (a forced stop) ends them at once.
+        """
+        if self.state is DeploymentState.STOPPING and not graceful:
+            self._abort(reason)  # a forced stop overtaking a graceful one
+            return
         if self.state in (DeploymentState.STOPPED, DeploymentState.STOPPING):
             return
         self._stop_message = message
         self._set_state(DeploymentState.STOPPING)
         with self._cond:
             self._closing = True
+            self._cond.notify_all()
+        if not graceful:
+            self._abort(reason)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+        if self.loaded is not None:
+            await asyncio.get_running_loop().run_in_executor(self.aux, self.loaded.close)
+            self.loaded = None
+        self.aux.shutdown(wait=False)
+        self.stopped_at = time.time()
+        self._set_state(DeploymentState.STOPPED)
+        self._stopped.set()
+
+    def _abort(self, reason: FinishReason) -> None:
+        """End every queued and running job now."""
+        with self._cond:
             queued = list(self._queue)
             self._queue.clear()
             for job in self._running:
@@ -203,13 +247,19 @@ class Deployment:
             self._cond.notify_all()
         for job in queued:
             self._finish_unstarted(job, reason)
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join)
-        if self.loaded is not None:
-            await asyncio.get_running_loop().run_in_executor(self.aux, self.loaded.close)
-            self.loaded = None
-        self.aux.shutdown(wait=False)
-        self._set_state(DeploymentState.STOPPED)
+
+    async def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Wait until the deployment has stopped; False if ``timeout`` passed first."""
+        try:
+            await asyncio.wait_for(self._stopped.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def is_idle(self) -> bool:
+        """Running with nothing queued or generating: may be evicted or unloaded."""
+        with self._cond:
+            return self.state is DeploymentState.RUNNING and not self._queue and not self._running
 
     # -- admission ------------------------------------------------------
     def require_running(self) -> LoadedModel:
@@ -242,6 +292,7 @@ class Deployment:
                 )
             self._queue.append(job)
             self._cond.notify()
+        self.last_used = time.time()
         return Generation(job, self)
 
     def cancel(self, job: Job, reason: FinishReason = FinishReason.CANCELLED) -> None:
@@ -258,11 +309,23 @@ class Deployment:
 
     def stats(self) -> dict[str, Any]:
         """Queue and activity figures for health and status."""
+        now = time.time()
         with self._cond:
+            idle = self.state is DeploymentState.RUNNING and not self._queue and not self._running
             return {
                 "model": self.model.name,
+                "deployment_id": self.id,
                 "state": self.state.value,
                 "error": self.error,
+                "port": self.port,
+                "pinned": self.pinned,
+                "memory_bytes": self.memory_bytes,
+                "last_used": self.last_used,
+                "idle_s": round(now - self.last_used, 3) if idle else 0.0,
+                "started_at": self.started_at,
+                "stop_reason": self.stop_reason,
+                "note": self.note,
+                "gpu_memory_utilization": self.gpu_memory_utilization,
                 "queued": len(self._queue),
                 "active": len(self._running),
                 "queue_size": self.queue_size,
@@ -332,6 +395,7 @@ class Deployment:
 
     def _finish(self, job: Job, result: GenerationResult) -> None:
         job.finished = True
+        self.last_used = time.time()
         self._post(job, result)
         self.completed += 1
         try:

@@ -51,25 +51,37 @@ def build_prompt(model: LoadedModel, req: GenerateRequest) -> list[int]:
     return tokens
 
 
-def fit_context(n_prompt: int, params: SamplingParams, n_ctx: int, default_max: int) -> SamplingParams:
+def fit_context(n_prompt: int, params: SamplingParams, n_ctx: int, default_max: int,
+                limit: int | None = None) -> SamplingParams:
     """Check the prompt and answer fit the context; settle ``max_tokens``.
 
-    An explicit ``max_tokens`` that does not fit is an error naming both
-    numbers; a default one shrinks to the room that is left.
+    ``limit`` is ``limits.max_tokens``: a larger ``max_tokens`` is a 400
+    naming the field. The prompt may hold at most ``n_ctx - max_tokens``
+    tokens: an explicit ``max_tokens`` that leaves less room is a 400 naming
+    both numbers (nothing is truncated in silence). A request that names no
+    ``max_tokens`` gets the configured default, lowered to the room left.
     """
+    if limit is not None and params.max_tokens is not None and params.max_tokens > limit:
+        raise ValidationError(
+            f"max_tokens is {params.max_tokens} but at most {limit} may be asked for (limits.max_tokens)",
+            field="max_tokens", details={"max_tokens": params.max_tokens, "limit": limit})
     room = n_ctx - n_prompt
+    if params.max_tokens is not None and params.max_tokens > room:
+        raise ContextLengthError(
+            f"prompt ({n_prompt} tokens) plus max_tokens ({params.max_tokens}) exceeds the context length "
+            f"({n_ctx}): with max_tokens {params.max_tokens} the prompt may have at most "
+            f"{max(0, n_ctx - params.max_tokens)} tokens" + (f", or at most {room} tokens can be generated"
+                                                             if room >= 1 else ""),
+            field="max_tokens",
+            details={"prompt_tokens": n_prompt, "max_tokens": params.max_tokens, "n_ctx": n_ctx},
+        )
     if room < 1:
         raise ContextLengthError(
-            f"the prompt has {n_prompt} tokens but the context holds {n_ctx}",
+            f"the prompt has {n_prompt} tokens but the context holds {n_ctx}, "
+            f"so a prompt may have at most {n_ctx - 1} tokens",
             field="prompt", details={"prompt_tokens": n_prompt, "n_ctx": n_ctx},
         )
     if params.max_tokens is not None:
-        if params.max_tokens > room:
-            raise ContextLengthError(
-                f"prompt ({n_prompt} tokens) plus max_tokens ({params.max_tokens}) exceeds "
-                f"the context length ({n_ctx}); at most {room} tokens can be generated",
-                field="max_tokens",
-                details={"prompt_tokens": n_prompt, "max_tokens": params.max_tokens, "n_ctx": n_ctx},
-            )
         return params
-    return dataclasses.replace(params, max_tokens=min(default_max, room))
+    default = min(default_max, limit) if limit is not None else default_max
+    return dataclasses.replace(params, max_tokens=min(default, room))

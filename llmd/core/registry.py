@@ -18,6 +18,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ALIAS = "default"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+FRAMEWORKS = ("llama.cpp", "vllm")
+# Seed 002's model ids: "model-<store row id>".
+_ID_RE = re.compile(r"^model-([0-9]{1,18})$")
+# The shards of a split GGUF: name-00001-of-00003.gguf.
+_SPLIT_RE = re.compile(r"^(?P<stem>.+)-(?P<i>[0-9]{5})-of-(?P<n>[0-9]{5})\.gguf$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,18 @@ class Model:
     aliases: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: float = 0.0
+    # Seed 002's registry fields (migration 0008).
+    id: int | None = None  # the store row id: seed 002 calls the model "model-<id>"
+    display_name: str | None = None
+    description: str | None = None
+    framework: str = "llama.cpp"  # llama.cpp (in process) | vllm (a supervised external server)
+    priority: int = 5
+    # Per-model defaults: model_path, n_ctx, n_threads, n_gpu_layers, sampling
+    # (temperature, top_p, top_k, max_tokens, repeat_penalty) and, for vllm, command.
+    config: dict[str, Any] = field(default_factory=dict)
+    resource_requirements: dict[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    updated_at: float = 0.0
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Model":
@@ -46,7 +63,17 @@ class Model:
             quantization=row["quantization"], size_bytes=row["size_bytes"] or 0,
             chat_template=row["chat_template"], aliases=tuple(row.get("aliases") or ()),
             metadata=row.get("metadata") or {}, created_at=row.get("created_at") or 0.0,
+            id=row.get("id"), display_name=row.get("display_name"), description=row.get("description"),
+            framework=row.get("framework") or "llama.cpp",
+            priority=5 if row.get("priority") is None else row["priority"],
+            config=row.get("config") or {}, resource_requirements=row.get("resource_requirements") or {},
+            tags=tuple(row.get("tags") or ()), updated_at=row.get("updated_at") or 0.0,
         )
+
+    @property
+    def external_id(self) -> str | None:
+        """Seed 002's id: ``model-<n>`` (``None`` for a model not read from the store)."""
+        return f"model-{self.id}" if self.id is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly description (no chat template body)."""
@@ -55,6 +82,10 @@ class Model:
             "path": self.path, "format": self.format, "architecture": self.architecture,
             "context_length": self.context_length, "quantization": self.quantization,
             "size_bytes": self.size_bytes, "created_at": self.created_at,
+            "id": self.external_id, "display_name": self.display_name, "description": self.description,
+            "framework": self.framework, "priority": self.priority, "config": dict(self.config),
+            "resource_requirements": dict(self.resource_requirements), "tags": list(self.tags),
+            "updated_at": self.updated_at,
         }
 
 
@@ -127,6 +158,23 @@ class Registry:
             )
         return model
 
+    async def find_id(self, model_id: str) -> Model | None:
+        """A model by seed 002's ``model-<n>`` id, else by name or alias; ``None`` if none matches."""
+        m = _ID_RE.match(model_id)
+        if m:
+            row = await self.store.models.get_by_id(int(m.group(1)))
+            if row is not None:
+                return Model.from_row(row)
+        return await self.find(model_id)
+
+    async def get_id(self, model_id: str) -> Model:
+        """Like :meth:`find_id`; raises :class:`ModelNotFoundError` naming the id."""
+        model = await self.find_id(model_id)
+        if model is None:
+            raise ModelNotFoundError(f"model '{model_id}' does not exist", field="model_id",
+                                     details={"model_id": model_id})
+        return model
+
     async def with_quantization(self, name_or_alias: str, quantization: str | None) -> Model:
         """The model to load for ``name_or_alias`` in a given quantization.
 
@@ -153,24 +201,111 @@ class Registry:
 
     async def add_file(
         self, path: str | Path, name: str | None = None, *, source: str = "local",
-        aliases: list[str] | None = None,
+        aliases: list[str] | None = None, metadata: dict[str, Any] | None = None,
     ) -> Model:
-        """Register a local GGUF file; its header gives architecture, context and quantization."""
+        """Register a local GGUF file; its header gives architecture, context and quantization.
+
+        ``metadata`` (e.g. where a download came from) is stored in the model's
+        metadata JSON next to the header summary; its keys win on a clash.
+        """
         p = Path(path).expanduser()
         if not p.is_absolute():
             raise ValidationError("path must be absolute", field="path")
         info = await asyncio.to_thread(read_gguf_info, p)
         name = name or model_name_from_file(p.name)
-        if not _NAME_RE.match(name):
-            raise ValidationError(
-                "name must start with a letter or digit and use only letters, digits and . _ : / -",
-                field="name",
-            )
+        _check_name(name)
         if await self.store.models.get(name) is not None:
             raise ModelExistsError(f"a model named '{name}' already exists", field="name")
-        row = await self.store.models.insert(_fields(info, name, source), aliases or [])
+        fields = _fields(info, name, source)
+        if metadata:
+            fields["metadata"] = {**fields["metadata"], **metadata}
+        row = await self.store.models.insert(fields, aliases or [])
         log.info("registered model %s from %s", name, p)
         return Model.from_row(row)
+
+    async def create(
+        self, name: str, *, framework: str = "llama.cpp", config: dict[str, Any] | None = None,
+        display_name: str | None = None, description: str | None = None, priority: int = 5,
+        resource_requirements: dict[str, Any] | None = None, tags: list[str] | None = None,
+        source: str = "local",
+    ) -> Model:
+        """Register a model with seed 002's fields, in one insert (never half-registered).
+
+        ``llama.cpp`` models come from ``config.model_path``, a GGUF file on
+        disk whose header fills in the file fields. ``vllm`` models name what
+        the external server is told to serve (``config.model_path`` or
+        ``config.model_name``: a directory or a hub repo); nothing is read here.
+        """
+        config = {k: v for k, v in (config or {}).items() if v is not None}
+        _check_name(name)
+        if framework not in FRAMEWORKS:
+            raise ValidationError(f"framework must be one of {', '.join(FRAMEWORKS)}", field="framework")
+        if await self.store.models.get(name) is not None:
+            raise ModelExistsError(f"a model named '{name}' already exists", field="name",
+                                   details={"name": name})
+        extra = {"display_name": display_name, "description": description, "framework": framework,
+                 "priority": priority, "config": config, "resource_requirements": resource_requirements or {},
+                 "tags": list(tags or [])}
+        if framework == "llama.cpp":
+            info = await _read_model_file(config.get("model_path"))
+            fields = {**_fields(info, name, source), **extra}
+        else:
+            target = config.get("model_path") or config.get("model_name")
+            if not isinstance(target, str) or not target.strip():
+                raise ValidationError("config.model_path (or config.model_name): what the vllm server serves "
+                                      "is required", field="config.model_path")
+            fields = {"name": name, "source": "external", "path": target, "format": "external",
+                      "architecture": None, "context_length": config.get("n_ctx"), "quantization": None,
+                      "size_bytes": 0, "chat_template": None, "metadata": {}, **extra}
+        row = await self.store.models.insert(fields)
+        log.info("registered %s model %s (%s)", framework, name, fields["path"])
+        return Model.from_row(row)
+
+    async def update(self, name: str, *, config: dict[str, Any] | None = None, **fields: Any) -> Model:
+        """Change seed 002's fields of a model.
+
+        ``config`` is merged into the stored one (a ``null`` value removes a
+        key), as the document's PUT example sends only what changes. A new
+        ``model_path`` of a llama.cpp model is read again, so the file fields
+        always describe the file in use.
+        """
+        model = await self.get(name)
+        allowed = {"display_name", "description", "priority", "resource_requirements", "tags"}
+        changes = {k: v for k, v in fields.items() if k in allowed and v is not None}
+        if "tags" in changes:
+            changes["tags"] = list(changes["tags"])
+        if config is not None:
+            merged = {**model.config, **config}
+            merged = {k: v for k, v in merged.items() if v is not None}
+            changes["config"] = merged
+            new_path = merged.get("model_path")
+            if model.framework == "llama.cpp" and new_path and new_path != model.config.get("model_path") \
+                    and new_path != model.path:
+                info = await _read_model_file(new_path)
+                file_fields = _fields(info, model.name, model.source)
+                changes.update({k: v for k, v in file_fields.items() if k not in ("name", "source")})
+            elif model.framework == "vllm":
+                target = merged.get("model_path") or merged.get("model_name")
+                if target:
+                    changes["path"] = target
+        if changes:
+            await self.store.models.update(model.name, changes)
+        return await self.get(model.name)
+
+    async def delete(self, name: str, owned_dir: Path | None = None) -> bool:
+        """Remove a model from the registry; its file too when llmd owns it.
+
+        Only a file under ``owned_dir`` (the models directory, where
+        downloads land) is removed, with the other shards of a split GGUF;
+        a bundled or user-supplied file is never touched. Returns whether a
+        file was removed.
+        """
+        model = await self.get(name)
+        await self.store.models.delete(model.name)
+        log.info("deleted model %s", model.name)
+        if owned_dir is None or model.source == "bundled" or model.format != "gguf":
+            return False
+        return await asyncio.to_thread(_remove_owned_file, Path(model.path), Path(owned_dir))
 
     async def sync_bundled(self, files: list[Path] | None = None) -> list[Model]:
         """Register (or refresh the path of) every GGUF shipped in an installed package.
@@ -203,6 +338,54 @@ class Registry:
         """Point the ``default`` alias at ``name`` if that model exists."""
         if await self.store.models.get(name) is not None:
             await self.store.models.set_alias(DEFAULT_ALIAS, name)
+
+
+def _check_name(name: str) -> None:
+    if not _NAME_RE.match(name) or _ID_RE.match(name):
+        raise ValidationError(
+            "name must start with a letter or digit and use only letters, digits and . _ : / -"
+            " (and not look like a model id, model-<n>)",
+            field="name",
+        )
+
+
+async def _read_model_file(path: Any) -> GGUFInfo:
+    """The header of the GGUF file a llama.cpp model's ``config.model_path`` names."""
+    if not isinstance(path, str) or not path.strip():
+        raise ValidationError("config.model_path: the GGUF file of a llama.cpp model is required",
+                              field="config.model_path")
+    p = Path(path).expanduser()
+    if not p.is_absolute():
+        raise ValidationError("config.model_path must be an absolute path", field="config.model_path")
+    try:
+        return await asyncio.to_thread(read_gguf_info, p)
+    except ValidationError as exc:
+        exc.field = "config.model_path"
+        raise
+
+
+def _remove_owned_file(path: Path, owned_dir: Path) -> bool:
+    """Delete ``path`` (and its sibling shards) if it lies under ``owned_dir``."""
+    try:
+        path, owned_dir = path.resolve(), owned_dir.resolve()
+    except OSError:
+        return False
+    if not path.is_relative_to(owned_dir) or path == owned_dir:
+        return False
+    files = [path]
+    m = _SPLIT_RE.match(path.name)
+    if m:
+        files = [path.with_name(f"{m['stem']}-{i:05d}-of-{m['n']}.gguf") for i in range(1, int(m["n"]) + 1)]
+    removed = False
+    for f in files:
+        try:
+            f.unlink()
+            removed = True
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("could not remove %s: %s", f, exc)
+    return removed
 
 
 def _fields(info: GGUFInfo, name: str, source: str) -> dict[str, Any]:

@@ -219,8 +219,19 @@ class LlamaCppModel:
 _GGML_LEVELS = {0: logging.DEBUG, 1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
 
 
+_SINK_LEVELS = {2: "info", 3: "warning", 4: "error"}
+
+
 class LlamaCppEngine:
-    """Loads GGUF files with llama.cpp."""
+    """Loads GGUF files with llama.cpp.
+
+    llama.cpp's log callback (``llama_log_set``) is process-wide, so its lines
+    cannot say which model they belong to. Loads are serialised under a lock
+    and, while one runs, the native lines (info and above) also go to the
+    loading deployment's log sink; lines that arrive outside a load go to the
+    daemon's log only (logger ``llama.cpp``). Loading one model at a time also
+    keeps two large loads from competing for memory.
+    """
 
     name = "llama.cpp"
 
@@ -228,21 +239,43 @@ class LlamaCppEngine:
         import llama_cpp
 
         native = logging.getLogger("llama.cpp")
-        last = [logging.DEBUG]
+        last = [logging.DEBUG, 2]
+        self._load_lock = threading.Lock()
+        self._sink: LogSink | None = None
+        self._partial: list[str] = []  # a line that llama.cpp sends in pieces
 
         def on_log(level: int, text: bytes, _user: Any) -> None:
             # Level 5 continues the previous message.
             py_level = last[0] if level == 5 else _GGML_LEVELS.get(level, logging.DEBUG)
-            last[0] = py_level
+            ggml_level = last[1] if level == 5 else level
+            last[0], last[1] = py_level, ggml_level
+            message = text.decode("utf-8", "replace")
             if native.isEnabledFor(py_level):
-                native.log(py_level, "%s", text.decode("utf-8", "replace").rstrip())
+                native.log(py_level, "%s", message.rstrip())
+            sink = self._sink
+            if sink is not None and ggml_level in _SINK_LEVELS:
+                self._partial.append(message)
+                if message.endswith("\n"):
+                    line, self._partial[:] = "".join(self._partial).rstrip(), []
+                    if line:
+                        sink(_SINK_LEVELS[ggml_level], "llama.cpp: " + line)
 
         # llama.cpp keeps only the raw pointer: the engine holds the Python
         # object for as long as llama.cpp may call it.
         self._log_callback = llama_cpp.llama_log_callback(on_log)
         llama_cpp.llama_log_set(self._log_callback, ctypes.c_void_p(0))
+        self._gpu = bool(llama_cpp.llama_supports_gpu_offload())
+
+    def supports_gpu(self) -> bool:
+        """True when this llama.cpp build can offload layers to a GPU."""
+        return self._gpu
 
     def load(self, path: str, settings: LoadSettings, chat_template: str | None, log: LogSink) -> LlamaCppModel:
-        """Load ``path`` (blocking; seconds for large models)."""
+        """Load ``path`` (blocking; seconds for large models); native log lines go to ``log`` meanwhile."""
         log("info", f"loading {path}")
-        return LlamaCppModel(path, settings, chat_template, log)
+        with self._load_lock:
+            self._sink, self._partial[:] = log, []
+            try:
+                return LlamaCppModel(path, settings, chat_template, log)
+            finally:
+                self._sink = None

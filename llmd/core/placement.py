@@ -1,0 +1,123 @@
+"""Memory-aware placement: will a deployment fit, and which idle ones must go first.
+
+The estimate of one deployment is the GGUF file size (the weights, memory-mapped
+but resident once used) plus its KV cache, read from the header:
+``n_layer x n_head_kv x (key_length + value_length) x 2 bytes (f16) x n_ctx x
+slots``. The budget is ``deployments.memory_budget_mb``, or 80% of RAM when it
+is 0. A start that does not fit evicts the least recently used idle, unpinned
+deployments, but only when evicting them makes it fit; otherwise nothing is
+evicted and the start fails with the figures.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable, Protocol
+
+import psutil
+
+from llmd.core.gguf_info import read_gguf_info
+
+MIB = 1 << 20
+
+
+def budget_bytes(memory_budget_mb: int) -> int:
+    """The memory budget in bytes: the configured MiB, or 80% of physical RAM for 0."""
+    if memory_budget_mb > 0:
+        return memory_budget_mb * MIB
+    return int(psutil.virtual_memory().total * 0.8)
+
+
+@functools.lru_cache(maxsize=64)
+def _kv_bytes_per_token(path: str, mtime_ns: int) -> int:
+    """KV cache bytes per token of context, from the GGUF header (f16 K and V)."""
+    meta = read_gguf_info(path).metadata
+    arch = meta.get("general.architecture")
+
+    def num(key: str, default: int | None = None) -> int | None:
+        value = meta.get(f"{arch}.{key}")
+        if isinstance(value, list):  # per-layer head counts in some architectures
+            value = max((v for v in value if isinstance(v, int)), default=None)
+        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+
+    n_layer = num("block_count", 0) or 0
+    n_embd = num("embedding_length", 0) or 0
+    n_head = num("attention.head_count", 0) or 0
+    n_head_kv = num("attention.head_count_kv", n_head) or n_head
+    head_dim = n_embd // n_head if n_head else 0
+    k_len = num("attention.key_length", head_dim) or head_dim
+    v_len = num("attention.value_length", head_dim) or head_dim
+    return n_layer * n_head_kv * (k_len + v_len) * 2
+
+
+def estimate_bytes(path: str, n_ctx: int, n_slots: int, size_bytes: int | None = None) -> int:
+    """Estimated resident memory of a model file loaded with ``n_ctx`` tokens per slot.
+
+    Blocking (reads the header once per file version): call it off the event loop.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return size_bytes or 0
+    try:
+        per_token = _kv_bytes_per_token(path, st.st_mtime_ns)
+    except Exception:  # noqa: BLE001 - a header we cannot read gives a weights-only estimate
+        per_token = 0
+    return st.st_size + per_token * max(1, n_ctx) * max(1, n_slots)
+
+
+class Placed(Protocol):
+    """What placement needs to know of a live deployment."""
+
+    memory_bytes: int
+    pinned: bool
+    last_used: float
+
+    def is_idle(self) -> bool: ...  # noqa: E704
+
+
+@dataclass
+class Plan:
+    """The outcome of :func:`plan`: fits (after evicting ``evict``) or not, with the figures."""
+
+    fits: bool
+    evict: list[Any]
+    needed: int
+    budget: int
+    in_use: int
+
+    def figures(self, deployments: Iterable[Any]) -> dict[str, Any]:
+        """The figures an InsufficientResourcesError carries, in MiB."""
+        return {
+            "needed_mb": round(self.needed / MIB, 1),
+            "budget_mb": round(self.budget / MIB, 1),
+            "in_use_mb": round(self.in_use / MIB, 1),
+            "available_mb": round(max(0, self.budget - self.in_use) / MIB, 1),
+            "deployments": [
+                {"model": d.model.name, "deployment_id": d.id, "state": d.state.value,
+                 "memory_mb": round(d.memory_bytes / MIB, 1), "pinned": d.pinned, "idle": d.is_idle()}
+                for d in deployments
+            ],
+        }
+
+
+def plan(needed: int, budget: int, live: list[Any]) -> Plan:
+    """Decide whether ``needed`` bytes fit beside the ``live`` deployments.
+
+    Evicts, in least-recently-used order, idle unpinned deployments until it
+    fits; if even evicting all of them is not enough, ``fits`` is False and
+    ``evict`` is empty (nothing should be evicted for a start that fails anyway).
+    """
+    in_use = sum(d.memory_bytes for d in live)
+    if needed + in_use <= budget:
+        return Plan(True, [], needed, budget, in_use)
+    candidates = sorted((d for d in live if not d.pinned and d.is_idle()), key=lambda d: d.last_used)
+    evict, freed = [], 0
+    for d in candidates:
+        evict.append(d)
+        freed += d.memory_bytes
+        if needed + in_use - freed <= budget:
+            return Plan(True, evict, needed, budget, in_use)
+    return Plan(False, [], needed, budget, in_use)
