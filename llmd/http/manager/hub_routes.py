@@ -1,10 +1,95 @@
-"""Seed 004 routes: hub (placeholder until the hub and downloads work lands)."""
+"""Seed 004 routes: model hub search, info, categories, trending, stats, favourites and sync.
+
+Hub ids contain a slash (``owner/repo``), so ``/info`` and ``/favorite`` use a
+``path`` converter; the static segments (search, categories, trending, stats,
+sync) are plain rules and win over it.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import Field
+
 from llmd.core import Core
-from llmd.http.api import Dialect
+from llmd.http.api import Dialect, StrictModel, parse_query
+from llmd.http.manager.envelope import ok
+
+
+class SourceQuery(StrictModel):
+    """``source``: huggingface (default) or ollama."""
+
+    source: str | None = Field(None, max_length=32, description="huggingface (default) or ollama")
+
+
+class SearchQuery(SourceQuery):
+    """Search parameters of seed 004."""
+
+    query: str = Field("", max_length=200, description="words to look for in model ids")
+    model_type: str | None = Field(None, max_length=64, description="e.g. text-generation")
+    page: int = Field(1, ge=1, le=100000)
+    page_size: int = Field(20, ge=1, le=100)
+
+
+class TrendingQuery(SourceQuery):
+    """How many trending models."""
+
+    limit: int = Field(10, ge=1, le=50)
 
 
 def register(d: Dialect, core: Core) -> None:
     """Declare this module's routes on the manager dialect."""
+    hub = core.downloads.hub
+
+    @d.route("/api/models/search", summary="Search models on the hub", query=SearchQuery, auth="admin")
+    async def hub_search() -> Any:
+        """Search Hugging Face (or an Ollama registry); answers from the catalogue cache when the hub is down."""
+        q = parse_query(SearchQuery)
+        data = await hub.search(q.query, q.source, q.model_type, q.page, q.page_size)
+        return ok(data, "search results (from the cache)" if data["from_cache"] else "search results")
+
+    @d.route("/api/models/categories", summary="Model categories", query=SourceQuery, auth="admin")
+    async def hub_categories() -> Any:
+        """Model types and how many cached models have each."""
+        q = parse_query(SourceQuery)
+        return ok(await hub.categories(q.source), "categories")
+
+    @d.route("/api/models/trending", summary="Trending models", query=TrendingQuery, auth="admin")
+    async def hub_trending() -> Any:
+        """The hub's trending models (up to 50); from the cache when the hub is down."""
+        q = parse_query(TrendingQuery)
+        return ok(await hub.trending(q.limit, q.source), "trending models")
+
+    @d.route("/api/models/stats", summary="Catalogue and download statistics", auth="admin")
+    async def hub_stats() -> Any:
+        """Cached models per source, favourites, downloads per state, registered models."""
+        return ok(await hub.stats(), "statistics")
+
+    @d.route("/api/models/sync", ("POST",), summary="Refresh the catalogue cache", query=SourceQuery,
+             auth="admin")
+    async def hub_sync() -> Any:
+        """Fetch the hub's popular GGUF models and the favourites' details into the SQLite cache."""
+        q = parse_query(SourceQuery)
+        return ok(await hub.sync(q.source), "catalogue synchronised")
+
+    @d.route("/api/models/<path:hub_id>/info", summary="Model details from the hub", query=SourceQuery,
+             auth="admin")
+    async def hub_info(hub_id: str) -> Any:
+        """Files, sizes and sha256 of one model; from the cache when the hub is down."""
+        q = parse_query(SourceQuery)
+        data = await hub.info(hub_id, q.source)
+        return ok(data, "model info (from the cache)" if data["from_cache"] else "model info")
+
+    @d.route("/api/models/<path:hub_id>/favorite", ("POST",), summary="Mark a favourite", query=SourceQuery,
+             auth="admin")
+    async def hub_favorite(hub_id: str) -> Any:
+        """Persisted in SQLite; marking twice is harmless."""
+        q = parse_query(SourceQuery)
+        return ok(await hub.set_favorite(hub_id, q.source, True), "added to favourites")
+
+    @d.route("/api/models/<path:hub_id>/favorite", ("DELETE",), summary="Unmark a favourite", query=SourceQuery,
+             auth="admin")
+    async def hub_unfavorite(hub_id: str) -> Any:
+        """Unmarking a model that is not a favourite is harmless."""
+        q = parse_query(SourceQuery)
+        return ok(await hub.set_favorite(hub_id, q.source, False), "removed from favourites")

@@ -19,9 +19,10 @@ def _render_error(err: LlmdError, path: str) -> tuple[Any, int]:
     return t.error_body(err), err.status
 
 
-def _stream(core: Core, gen: Any, body: Any, cid: str, model: str, obj: str, *,
-            piece: Callable[[int, str, str | None], dict], first: Callable[[int], dict] | None = None) -> Any:
-    """The SSE response shared by chat completions and completions.
+def openai_stream(core: Core, gen: Any, body: Any, cid: str, model: str, obj: str, *,
+                  piece: Callable[[int, str, str | None], dict], first: Callable[[int], dict] | None = None) -> Any:
+    """OpenAI chunks over SSE, shared by chat completions and completions here and in seed 004's
+    deployment routes.
 
     ``piece(created, text, finish_reason)`` builds one chunk; ``first`` an
     optional opening chunk. Ends with the finish chunk, the usage chunk when
@@ -49,12 +50,12 @@ def build(core: Core) -> Dialect:
     """The OpenAI dialect bound to ``core``."""
     d = Dialect("openai", "OpenAI API", _render_error, prefixes=("/v1/",))
 
-    @d.route("/v1/models", summary="List models")
+    @d.route("/v1/models", summary="List models", auth="inference")
     async def list_models() -> Any:
         """All registered models, OpenAI-shaped."""
         return jsonify({"object": "list", "data": [t.model_object(m) for m in await core.list_models()]})
 
-    @d.route("/v1/models/<path:model_id>", summary="Retrieve a model")
+    @d.route("/v1/models/<path:model_id>", summary="Retrieve a model", auth="inference")
     async def get_model(model_id: str) -> Any:
         """One model by name or alias."""
         for m in await core.list_models():
@@ -63,7 +64,7 @@ def build(core: Core) -> Dialect:
         raise ModelNotFoundError(f"model '{model_id}' does not exist", field="model")
 
     @d.route("/v1/chat/completions", ("POST",), summary="Create a chat completion",
-             body=ChatCompletionRequest, sse=True)
+             body=ChatCompletionRequest, sse=True, auth="inference")
     async def chat_completions() -> Any:
         """Chat through the model's own chat template; ``stream`` gives SSE chunks then ``[DONE]``."""
         body = await parse_body(ChatCompletionRequest)
@@ -71,12 +72,13 @@ def build(core: Core) -> Dialect:
         cid, model = t.new_id("chatcmpl"), gen.deployment.model.name
         if not body.stream:
             return jsonify(t.chat_response(await gen.collect_or_raise(), cid, model))
-        return _stream(core, gen, body, cid, model, "chat.completion.chunk",
+        return openai_stream(core, gen, body, cid, model, "chat.completion.chunk",
                        piece=lambda created, text, finish: t.chat_chunk(
                            cid, created, model, {} if finish else {"content": text}, finish),
                        first=lambda created: t.chat_chunk(cid, created, model, {"role": "assistant", "content": ""}))
 
-    @d.route("/v1/completions", ("POST",), summary="Create a completion", body=CompletionRequest, sse=True)
+    @d.route("/v1/completions", ("POST",), summary="Create a completion", body=CompletionRequest, sse=True,
+             auth="inference")
     async def completions() -> Any:
         """Raw-prompt completion, no chat template; ``stream`` gives SSE then ``[DONE]``."""
         body = await parse_body(CompletionRequest)
@@ -84,10 +86,10 @@ def build(core: Core) -> Dialect:
         cid, model = t.new_id("cmpl"), gen.deployment.model.name
         if not body.stream:
             return jsonify(t.completion_response(await gen.collect_or_raise(), cid, model))
-        return _stream(core, gen, body, cid, model, "text_completion",
+        return openai_stream(core, gen, body, cid, model, "text_completion",
                        piece=lambda created, text, finish: t.completion_chunk(cid, created, model, text, finish))
 
-    @d.route("/v1/embeddings", ("POST",), summary="Create embeddings", body=EmbeddingRequest)
+    @d.route("/v1/embeddings", ("POST",), summary="Create embeddings", body=EmbeddingRequest, auth="inference")
     async def embeddings() -> Any:
         """Mean-pooled, normalised embeddings of one string or a list of strings."""
         body = await parse_body(EmbeddingRequest)

@@ -173,8 +173,12 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permi
           429: "rate_limit_error", 503: "service_unavailable"}
 
 
+# Core codes whose OpenAI name differs (OpenAI answers a missing or bad key with invalid_api_key).
+_CODES = {"authentication_failed": "invalid_api_key"}
+
+
 def error_body(err: LlmdError) -> dict[str, Any]:
     """OpenAI's error envelope."""
     default = "invalid_request_error" if 400 <= err.status < 500 else "server_error"
     return {"error": {"message": err.message, "type": _TYPES.get(err.status, default),
-                      "param": err.field, "code": err.code}}
+                      "param": err.field, "code": _CODES.get(err.code, err.code)}}

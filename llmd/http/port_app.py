@@ -1,0 +1,205 @@
+"""Port-bound deployments: the OpenAI dialect for one model on a port of its own.
+
+A deployment started with ``port`` is also served on ``<server.host>:<port>``.
+The listener runs the same Quart app that ``create_app`` built, wrapped in a
+small ASGI layer (:class:`PortApp`) that
+
+- admits only ``/v1/...`` paths (anything else is a 404 in OpenAI's envelope);
+- pins the model: the JSON body's ``"model"`` is rewritten to the deployment's
+  model, whatever the client named, and ``GET /v1/models`` lists only it.
+
+So authentication, limits and error rendering stay in one place. Core starts
+and stops listeners through :class:`PortListeners` (wired by the daemon), and
+never imports the web server itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import socket
+from typing import Any, Awaitable, Callable
+from urllib.parse import quote
+
+from llmd.config import Config
+from llmd.errors import ConflictError
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def _json_response(status: int, body: dict[str, Any]) -> list[dict[str, Any]]:
+    data = json.dumps(body).encode("utf-8")
+    return [{"type": "http.response.start", "status": status,
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]},
+            {"type": "http.response.body", "body": data, "more_body": False}]
+
+
+class PortApp:
+    """ASGI wrapper of the main app that serves only ``/v1/`` for one pinned model."""
+
+    def __init__(self, app: Any, model: str, max_body_bytes: int) -> None:
+        self.app = app
+        self.model = model
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":  # the main app's lifespan already ran on the main listener
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if kind != "http":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        path = scope.get("path", "")
+        if not path.startswith("/v1/"):
+            for msg in _json_response(404, {"error": {
+                    "message": f"this port serves only the OpenAI API (/v1/...) of model '{self.model}'",
+                    "type": "invalid_request_error", "param": None, "code": "not_found"}}):
+                await send(msg)
+            return
+        method = scope.get("method", "GET")
+        if method == "GET" and path.rstrip("/") == "/v1/models":
+            await self._list_models(scope, receive, send)
+            return
+        if method == "POST":
+            receive, scope = await self._pin_body(scope, receive)
+        await self.app(scope, receive, send)
+
+    async def _pin_body(self, scope: Scope, receive: Receive) -> tuple[Receive, Scope]:
+        """Read the body, set its ``model``; an oversized or non-JSON body passes unchanged."""
+        chunks: list[bytes] = []
+        size, more = 0, True
+        first: dict[str, Any] | None = None
+        while more:
+            msg = await receive()
+            if msg["type"] != "http.request":
+                first = msg  # a disconnect: hand it on
+                break
+            chunks.append(msg.get("body", b""))
+            size += len(chunks[-1])
+            more = msg.get("more_body", False)
+            if size > self.max_body_bytes:
+                break
+        body = b"".join(chunks)
+        if not more and first is None:
+            try:
+                data = json.loads(body)
+            except ValueError:
+                data = None
+            if isinstance(data, dict):
+                data["model"] = self.model
+                body = json.dumps(data).encode("utf-8")
+                headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]
+                headers.append((b"content-length", str(len(body)).encode()))
+                scope = {**scope, "headers": headers}
+        pending: list[dict[str, Any]] = [{"type": "http.request", "body": body, "more_body": more}]
+        if first is not None:
+            pending.append(first)
+
+        async def replay() -> dict[str, Any]:
+            if pending:
+                return pending.pop(0)
+            return await receive()
+
+        return replay, scope
+
+    async def _list_models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``GET /v1/models``: the main app's ``/v1/models/<model>`` object, as a one-item list."""
+        path = f"/v1/models/{self.model}"
+        inner = {**scope, "path": path, "raw_path": quote(path).encode("ascii"), "query_string": b""}
+        start: dict[str, Any] = {}
+        body: list[bytes] = []
+
+        async def capture(msg: dict[str, Any]) -> None:
+            if msg["type"] == "http.response.start":
+                start.update(msg)
+            elif msg["type"] == "http.response.body":
+                body.append(msg.get("body", b""))
+
+        await self.app(inner, receive, capture)
+        data = b"".join(body)
+        if start.get("status") == 200:
+            try:
+                obj = json.loads(data)
+            except ValueError:
+                obj = None
+            if isinstance(obj, dict):
+                for msg in _json_response(200, {"object": "list", "data": [obj]}):
+                    await send(msg)
+                return
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(data)).encode()))
+        await send({"type": "http.response.start", "status": start.get("status", 500), "headers": headers})
+        await send({"type": "http.response.body", "body": data, "more_body": False})
+
+
+class PortListeners:
+    """Starts and stops Hypercorn listeners for port-bound deployments (Core's ``listeners``)."""
+
+    def __init__(self, app: Any, config: Config) -> None:
+        self.app = app
+        self.config = config
+        self._servers: dict[int, tuple[asyncio.Task, asyncio.Event, socket.socket]] = {}
+
+    def _bind(self, port: int) -> socket.socket:
+        host = self.config.server.host.strip("[]")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            why = "it is already in use by another process" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise ConflictError(f"cannot serve port {port} on {host}: {why}", field="port",
+                                details={"port": port, "host": host}) from None
+        sock.listen(128)
+        sock.set_inheritable(True)
+        return sock
+
+    async def start(self, port: int, model: str) -> None:
+        """Serve the OpenAI dialect for ``model`` on ``port``; ConflictError when the port is taken."""
+        from hypercorn.asyncio import serve
+        from hypercorn.config import Config as HypercornConfig
+
+        if port in self._servers:
+            raise ConflictError(f"port {port} is already served", field="port", details={"port": port})
+        sock = self._bind(port)
+        hc = HypercornConfig()
+        hc.bind = [f"fd://{sock.fileno()}"]
+        hc.graceful_timeout = min(self.config.server.graceful_timeout, 5.0)
+        hc.keep_alive_timeout = self.config.server.keep_alive_timeout
+        hc.accesslog = None
+        hc.errorlog = logging.getLogger("hypercorn.error")
+        hc.include_server_header = False
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(serve(PortApp(self.app, model, self.config.server.max_body_bytes), hc,
+                                           shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+        self._servers[port] = (task, stop, sock)
+        log.info("serving model %s on port %d", model, port)
+
+    async def stop(self, port: int) -> None:
+        """Stop the listener on ``port`` (open requests get the grace period)."""
+        entry = self._servers.pop(port, None)
+        if entry is None:
+            return
+        task, stop, sock = entry
+        stop.set()
+        try:
+            await asyncio.wait_for(task, self.config.server.graceful_timeout + 5)
+        except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - a stuck listener must not block a stop
+            task.cancel()
+            log.warning("the listener on port %d did not stop cleanly", port, exc_info=True)
+        sock.detach()  # Hypercorn's socket object owned (and closed) this fd; never close it twice
+        log.info("stopped serving port %d", port)
