@@ -17,11 +17,14 @@ import logging
 import os
 import signal
 import socket
+import struct
 import sys
 from pathlib import Path
+from typing import Callable
 
-from hypercorn.asyncio import serve
-from hypercorn.config import Config as HypercornConfig
+from hypercorn.asyncio.run import worker_serve
+from hypercorn.config import Config as HypercornConfig, Sockets
+from hypercorn.utils import wrap_app
 
 from llmd import __version__
 from llmd.config import Config, load_config, render_config
@@ -118,6 +121,77 @@ def open_unix(path: Path, mode: int, backlog: int = 128) -> socket.socket:
     return sock
 
 
+_REFUSAL_BODY = (b'{"error": {"code": "AUTHORIZATION_FAILED", "message": "this user may not use the llmd socket: '
+                 b'only root, the daemon\'s user and members of its group (auth.unix_group) may"}}')
+_REFUSAL = (b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: " + str(len(_REFUSAL_BODY)).encode() + b"\r\n\r\n" + _REFUSAL_BODY)
+
+
+def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
+    """``(pid, uid, gid)`` of a Unix-socket peer, from the kernel (SO_PEERCRED): it cannot be forged."""
+    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", raw)
+
+
+class PeerCheckedSocket(socket.socket):
+    """A listening Unix socket whose ``accept()`` lets in only the peers ``allowed(uid, gid)`` approves.
+
+    asyncio's server calls ``accept()`` on this object, so a refused peer never
+    reaches Hypercorn or the app: every connection the app sees on this socket
+    is a trusted local admin. A refused peer gets a 403 and is logged.
+    """
+
+    def __init__(self, listening: socket.socket, allowed: Callable[[int, int], bool]) -> None:
+        super().__init__(listening.family, listening.type, listening.proto, fileno=listening.detach())
+        self.allowed = allowed
+        self._refusals: set[asyncio.Task] = set()
+
+    def accept(self) -> tuple[socket.socket, object]:
+        """The next allowed connection; BlockingIOError (as a plain socket would) when none is pending."""
+        while True:
+            conn, addr = super().accept()
+            try:
+                pid, uid, gid = peer_credentials(conn)
+            except OSError:
+                conn.close()
+                continue
+            if self.allowed(uid, gid):
+                return conn, addr
+            log.warning("refused a Unix-socket connection from uid %d gid %d (pid %d): not root, the daemon's "
+                        "user or a member of its group", uid, gid, pid)
+            self._refuse(conn)
+
+    def _refuse(self, conn: socket.socket) -> None:
+        try:
+            task = asyncio.get_running_loop().create_task(_answer_refused(conn))
+        except RuntimeError:  # no loop (not serving): just drop the connection
+            conn.close()
+            return
+        self._refusals.add(task)
+        task.add_done_callback(self._refusals.discard)
+
+
+async def _answer_refused(conn: socket.socket) -> None:
+    """Read the request (briefly), answer 403, close: the client sees an answer, not a reset."""
+    conn.setblocking(False)
+    try:
+        reader, writer = await asyncio.open_unix_connection(sock=conn)
+    except OSError:
+        conn.close()
+        return
+    try:
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+    except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+        pass
+    try:
+        writer.write(_REFUSAL)
+        await asyncio.wait_for(writer.drain(), 2)
+    except (asyncio.TimeoutError, OSError):
+        pass
+    finally:
+        writer.close()
+
+
 async def _probe_http(connect: object) -> bool:
     """True once GET /health gets an HTTP answer over the given connection factory."""
     try:
@@ -172,12 +246,25 @@ class Daemon:
 
         self.core = Core(cfg, self.store, LlamaCppEngine(), on_status=self.notifier.status)
         await self.core.start()
+        await self.core.auth.start()  # the token signing key, made on first start
+        log.info("auth %s: %s", "on" if self.core.auth.enabled else "off", self.core.auth.reason)
+        if unix is not None:
+            # Peers are checked at accept (SO_PEERCRED); only then may the app trust the socket's requests.
+            unix = PeerCheckedSocket(unix, self.core.auth.peers.allowed)
+            self.core.auth.unix_peers_verified = True
         app = create_app(self.core)
+        from llmd.http.port_app import PortListeners  # port-bound deployments (docs/deployments.md)
+
+        self.core.listeners = PortListeners(app, cfg)
 
         hc = HypercornConfig()
-        hc.bind = [f"fd://{tcp.fileno()}"] + ([f"fd://{unix.fileno()}"] if unix else [])
         hc.graceful_timeout = cfg.server.graceful_timeout
+        # A connection with no request in progress is closed after keep_alive_timeout: this also
+        # bounds a client that trickles its request headers. A trickling body is cut by Quart's
+        # BODY_TIMEOUT (limits.read_timeout_s). Hypercorn's read_timeout is left unset on purpose:
+        # it counts silence from the client, which is normal while an SSE answer streams to it.
         hc.keep_alive_timeout = cfg.server.keep_alive_timeout
+        hc.websocket_max_message_size = cfg.server.max_body_bytes
         hc.accesslog = None
         hc.errorlog = logging.getLogger("hypercorn.error")
         hc.include_server_header = False
@@ -186,13 +273,15 @@ class Daemon:
                  f" and {cfg.socket_path}" if unix else "")
         ready = asyncio.ensure_future(self._announce_ready(port))
         try:
-            await serve(app, hc, shutdown_trigger=self._shutdown_trigger)  # type: ignore[arg-type]
+            sockets = Sockets(secure_sockets=[], insecure_sockets=[tcp] + ([unix] if unix else []), quic_sockets=[])
+            await worker_serve(wrap_app(app, hc.wsgi_max_body_size, "asgi"), hc, sockets=sockets,
+                               shutdown_trigger=self._shutdown_trigger)
         finally:
             ready.cancel()
             await self.store.close()
             for s in (tcp, unix):
                 if s is not None:
-                    s.detach()  # Hypercorn's socket objects own (and closed) these fds
+                    s.close()  # asyncio's servers closed them already; this is a no-op then
             if unix is not None and cfg.socket_path is not None:
                 try:
                     cfg.socket_path.unlink()

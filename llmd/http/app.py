@@ -10,9 +10,11 @@ from quart import Quart, Response, g, jsonify, request, websocket
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from llmd.core import Core
+from llmd.core.auth import KEY_PREFIX, OPEN, POLICIES, UNIX, Principal
 from llmd.core.ratelimit import client_key, limiter_from_config
 from llmd.errors import (
-    InternalError, LlmdError, MethodNotAllowedError, NotFoundError, PayloadTooLargeError, ValidationError,
+    AuthenticationError, AuthorizationError, InternalError, LlmdError, MethodNotAllowedError, NotFoundError,
+    PayloadTooLargeError, ValidationError,
 )
 from llmd.http import admin, easyviz, local, manager, openai, ops, spec
 from llmd.http.api import Dialect, Route
@@ -22,6 +24,8 @@ log = logging.getLogger(__name__)
 
 # Paths whose responses carry X-RateLimit-* headers and whose clients are limited.
 RATE_LIMITED_PREFIXES = ("/api/v1/", "/v1/")
+# Declared public, but their openness is configurable (auth.public_metrics, auth.public_docs).
+METRICS_PATHS = ("/metrics", "/api/v1/metrics")
 
 
 def _docs_dialect(fallback: Dialect, dialects: list[Dialect]) -> Dialect:
@@ -29,24 +33,24 @@ def _docs_dialect(fallback: Dialect, dialects: list[Dialect]) -> Dialect:
                 prefixes=("/docs/",))
     spec: dict[str, Any] = {}
 
-    @d.route("/openapi.json", summary="The OpenAPI document", public=True)
+    @d.route("/openapi.json", summary="The OpenAPI document", auth="public")
     async def openapi_json() -> Any:
         """Generated from the routes' declarations."""
         if not spec:
             spec.update(build_openapi(dialects))
         return jsonify(spec)
 
-    @d.route("/docs", summary="Swagger UI", text=True, public=True)
+    @d.route("/docs", summary="Swagger UI", text=True, auth="public")
     async def docs() -> Any:
         """Interactive documentation, served with no internet access."""
         return Response(SWAGGER_HTML if has_assets() else NO_ASSETS_HTML, content_type="text/html")
 
-    @d.route("/redoc", summary="ReDoc", text=True, public=True)
+    @d.route("/redoc", summary="ReDoc", text=True, auth="public")
     async def redoc() -> Any:
         """Reference documentation, served with no internet access."""
         return Response(REDOC_HTML if has_assets() else NO_ASSETS_HTML, content_type="text/html")
 
-    @d.route("/docs/assets/<name>", summary="Documentation assets", text=True, public=True)
+    @d.route("/docs/assets/<name>", summary="Documentation assets", text=True, auth="public")
     async def docs_asset(name: str) -> Any:
         """Swagger UI and ReDoc files."""
         found = await asyncio.to_thread(asset, name)  # up to 1.5 MB from disk: off the loop
@@ -65,7 +69,7 @@ def create_app(core: Core) -> Quart:
     app = Quart("llmd")
     app.config["MAX_CONTENT_LENGTH"] = core.config.server.max_body_bytes
     app.config["RESPONSE_TIMEOUT"] = None  # long generations are normal
-    app.config["BODY_TIMEOUT"] = 60
+    app.config["BODY_TIMEOUT"] = core.config.limits.read_timeout_s  # a trickling body is cut here
     app.config["JSON_SORT_KEYS"] = False
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -83,13 +87,87 @@ def create_app(core: Core) -> Quart:
                 return d
         return fallback
 
-    def render(d: Dialect, err: LlmdError) -> Response:
-        body, status = d.render_error(err, request.path)
+    def render(d: Dialect, err: LlmdError, path: str | None = None) -> Response:
+        body, status = d.render_error(err, request.path if path is None else path)
         resp = jsonify(body)
         resp.status_code = status
         for k, v in err.headers.items():
             resp.headers[k] = v
         return resp
+
+    # -- route policies (docs/security.md): checked here, in one place, for every route ------------
+    auth = core.auth
+    routes: dict[str, tuple[Dialect, Route]] = {}
+    for d in dialects:
+        for route in d.routes:
+            if route.auth not in POLICIES:
+                raise ValueError(f"route {route.path} of dialect {d.name} declares no auth policy "
+                                 f"(auth= one of {', '.join(POLICIES)})")
+            routes[_endpoint(d, route)] = (d, route)
+
+    def policy_of(route: Route, d: Dialect, address: str | None) -> str:
+        """The route's policy in force: docs and metrics may be closed by config."""
+        if route.auth != "public":
+            return route.auth  # type: ignore[return-value]
+        if d.name == "docs" and not core.config.auth.public_docs:
+            return "inference"
+        if route.path in METRICS_PATHS and not auth.metrics_public(address):
+            return "inference"
+        return "public"
+
+    async def principal_for(credential: str | None, address: str | None, policy: str) -> Principal | None:
+        """Who the connection is; ``None`` for no one. Raises a 401 for credentials that do not verify."""
+        if not auth.enabled:
+            return OPEN
+        if address is None and auth.unix_peers_verified:
+            return UNIX  # the daemon let this Unix-socket peer in by its credentials (SO_PEERCRED)
+        if policy == "public" or credential is None:
+            return None  # a public route ignores credentials: a stale token must not lock out /health
+        return await auth.authenticate(credential, auth.credential_source(address))
+
+    async def check_access(conn: Any, credential: str | None) -> LlmdError | None:
+        """Authenticate and authorize the current request or handshake; the error to answer with, if any."""
+        client = conn.scope.get("client")
+        address = client[0] if client else None
+        rule = conn.url_rule
+        entry = routes.get(rule.endpoint) if rule is not None else None
+        # Unmatched paths (404, 405) still need a credential: they must not map the API for strangers.
+        policy = policy_of(entry[1], entry[0], address) if entry else "inference"
+        try:
+            principal = await principal_for(credential, address, policy)
+        except AuthenticationError as err:
+            return err
+        if principal is not None:
+            auth.current.set(principal)
+        # Per-client accounting (streams, rate limit): the verified principal, else the address;
+        # the Unix socket is the local admin, never limited.
+        if principal is not None and principal.kind in ("key", "user"):
+            g.llmd_client = principal.client_id
+        else:
+            g.llmd_client = f"addr:{address}" if address else None
+        g.llmd_principal = principal
+        if policy == "public":
+            return None
+        if principal is None:
+            what = "an API key or token is required" if credential is None else "the credential was refused"
+            return AuthenticationError(f"{what}: send Authorization: Bearer <key> or X-API-Key")
+        if not principal.allows(policy):
+            return AuthorizationError(f"this route needs the {policy} scope; the credential has {principal.scope}")
+        return None
+
+    @app.before_request
+    async def authorize_request() -> Response | None:
+        """Every HTTP request: the route's policy against the request's credential (401/403 in its envelope)."""
+        err = await check_access(request, _credential(request.headers))
+        return render(dialect_for(request.path), err) if err is not None else None
+
+    @app.before_websocket
+    async def authorize_websocket() -> Response | None:
+        """Every WebSocket handshake, refused with an HTTP answer before it is accepted."""
+        credential, subprotocol = _ws_credential()
+        g.llmd_subprotocol = subprotocol
+        err = await check_access(websocket, credential)
+        return render(dialect_for(websocket.path), err, websocket.path) if err is not None else None
 
     # -- rate limiting (seed 001's X-RateLimit-* headers; docs/api-spec.md) ----------------
     limiter = limiter_from_config(core.config)  # None when ratelimit.enabled resolves to off
@@ -102,7 +180,13 @@ def create_app(core: Core) -> Quart:
         client = request.scope.get("client")
         if not client:  # Hypercorn gives no peer address for a Unix-socket connection: local admin, exempt
             return None
-        key = client_key(client[0], request.headers.get("Authorization"), request.headers.get("X-API-Key"))
+        principal = g.get("llmd_principal")
+        if auth.enabled:
+            # Only a verified credential names the client: made-up tokens must not buy fresh buckets.
+            key = principal.client_id if principal is not None and principal.kind in ("key", "user") \
+                else f"addr:{client[0]}"
+        else:
+            key = client_key(client[0], request.headers.get("Authorization"), request.headers.get("X-API-Key"))
         decision = limiter.take(key)
         g.llmd_ratelimit = decision
         if decision.allowed:
@@ -143,12 +227,23 @@ def create_app(core: Core) -> Quart:
     def wrap_ws(d: Dialect, route: Route) -> Any:
         async def view(**kwargs: Any) -> Any:
             try:
+                release = auth.streams.acquire(g.get("llmd_client"))
+            except LlmdError as err:
+                return render(d, err, websocket.path)  # before accept: an HTTP answer
+            try:
+                subprotocol = g.get("llmd_subprotocol")
+                if subprotocol:
+                    # A browser that sent its token as a subprotocol fails the handshake unless it is echoed;
+                    # the handler's own accept() is then a no-op.
+                    await websocket.accept(subprotocol=subprotocol)
                 return await route.handler(**kwargs)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - logged with traceback, never sent
                 log.exception("unhandled error in WebSocket %s", websocket.path)
                 await websocket.close(1011, "internal error")
+            finally:
+                release()
 
         view.__name__ = f"{d.name}_ws_{route.handler.__name__}"
         return view
@@ -156,10 +251,9 @@ def create_app(core: Core) -> Quart:
     for d in dialects:
         for route in d.routes:
             if route.websocket:
-                app.add_websocket(route.path, endpoint=f"{d.name}.{route.handler.__name__}",
-                                  view_func=wrap_ws(d, route))
+                app.add_websocket(route.path, endpoint=_endpoint(d, route), view_func=wrap_ws(d, route))
                 continue
-            app.add_url_rule(route.path, endpoint=f"{d.name}.{route.handler.__name__}",
+            app.add_url_rule(route.path, endpoint=_endpoint(d, route),
                              view_func=wrap(d, route), methods=list(route.methods))
 
     @app.errorhandler(HTTPException)
@@ -179,7 +273,46 @@ def create_app(core: Core) -> Quart:
 
     app.extensions["llmd_dialects"] = dialects
     app.extensions["llmd_ratelimiter"] = limiter
+    app.extensions["llmd_routes"] = routes  # endpoint -> (dialect, route), for the auth matrix test
     return app
+
+
+def _endpoint(d: Dialect, route: Route) -> str:
+    # Path and methods make it unique even where two routes share a handler name.
+    return f"{d.name}.{route.handler.__name__}"
+
+
+def _credential(headers: Any) -> str | None:
+    """The credential a request carries: ``Authorization: Bearer`` or ``X-API-Key``."""
+    value = headers.get("Authorization")
+    if value:
+        scheme, _, rest = value.strip().partition(" ")
+        if scheme.lower() == "bearer" and rest.strip():
+            return rest.strip()
+    key = headers.get("X-API-Key")
+    return key.strip() if key and key.strip() else None
+
+
+def _ws_credential() -> tuple[str | None, str | None]:
+    """A handshake's credential, and the subprotocol to echo when it came as one.
+
+    Browsers cannot set headers on a WebSocket, so besides the headers a
+    ``token`` query parameter and a ``Sec-WebSocket-Protocol`` of
+    ``bearer.<token>`` (or the bare key or token) are accepted.
+    """
+    found = _credential(websocket.headers)
+    if found:
+        return found, None
+    token = websocket.args.get("token", "").strip()
+    if token:
+        return token, None
+    for proto in websocket.requested_subprotocols:
+        p = proto.strip()
+        if p.lower().startswith("bearer.") and len(p) > 7:
+            return p[7:], p
+        if p.startswith(KEY_PREFIX) or p.count(".") == 2:
+            return p, p
+    return None, None
 
 
 def _http_error(exc: HTTPException) -> LlmdError:

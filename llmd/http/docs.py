@@ -57,14 +57,72 @@ def _error_schema(dialect: Dialect) -> dict[str, Any]:
             "properties": {"message": {"type": "string"}, "type": {"type": "string"},
                            "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}},
         "local": {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}},
+        "easyviz": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+        "manager": {"type": "object", "required": ["success", "message", "error"], "properties": {
+            "success": {"const": False}, "message": {"type": "string"}, "error": {"type": "string"},
+            "timestamp": {"type": "string"}}},
     }
+    shapes["docs"] = shapes["local"]  # the docs routes answer errors as seed 003 does
     return shapes.get(dialect.name, {"type": "object", "required": ["error"], "properties": {"error": {
         "type": "object", "required": ["code", "message"],
         "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}}}}})
 
 
+# werkzeug converters -> the schema of the path parameter
+_CONVERTERS = {"int": {"type": "integer", "minimum": 0}, "float": {"type": "number"},
+               "path": {"type": "string", "minLength": 1}, "string": {"type": "string", "minLength": 1,
+                                                                       "pattern": "^[^/]+$"}}
+
+# One Server-Sent Event as a parsed event (what the data line carries is each dialect's format, docs/api.md).
+SSE_EVENT = {"type": "object", "properties": {"event": {"type": "string"}, "data": {"type": "string"},
+                                              "id": {"type": "string"}, "retry": {"type": "integer"}}}
+
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer",
+               "description": "An API key (llmctl keys create) or a token from POST /api/auth/token"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "An API key"},
+}
+
+
+def _path_params(path: str) -> list[dict[str, Any]]:
+    """OpenAPI parameters of a werkzeug rule such as ``/a/<path:b>/<int:c>``."""
+    out = []
+    for conv, name in re.findall(r"<(?:(\w+):)?(\w+)>", path):
+        out.append({"name": name, "in": "path", "required": True,
+                    "schema": dict(_CONVERTERS.get(conv or "string", _CONVERTERS["string"]))})
+    return out
+
+
+def _inline_refs(schema: Any, defs: dict[str, Any]) -> Any:
+    """``schema`` with its local ``$ref``s replaced by their definitions (query parameters stand alone)."""
+    if isinstance(schema, dict):
+        if "$ref" in schema and schema["$ref"].startswith("#/$defs/"):
+            return _inline_refs(defs[schema["$ref"].split("/")[-1]], defs)
+        return {k: _inline_refs(v, defs) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_inline_refs(v, defs) for v in schema]
+    return schema
+
+
+def _model_schema(model: Any, dialect: str, components: dict[str, Any]) -> dict[str, Any]:
+    """A ``$ref`` to ``model``'s schema, registered (with its sub-models) under the dialect's prefix."""
+    # Dialects reuse class names (GenerateBody, ChatMessageIn): prefix with the dialect.
+    schema = model.model_json_schema(ref_template="#/components/schemas/" + dialect + "_{model}")
+    for name, sub in schema.pop("$defs", {}).items():
+        components[f"{dialect}_{name}"] = sub
+    name = f"{dialect}_{model.__name__}"
+    components[name] = schema
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
 def build_openapi(dialects: list[Dialect]) -> dict[str, Any]:
-    """An OpenAPI 3.1 document describing every declared route."""
+    """An OpenAPI 3.1 document describing every declared route.
+
+    Each operation lists its path and query parameters and its JSON body,
+    its success answer (with the response model where one is declared),
+    and its errors in the dialect's envelope; ``security`` says which
+    credentials it takes (none for public routes; docs/security.md).
+    """
     paths: dict[str, Any] = {}
     components: dict[str, Any] = {}
     for d in dialects:
@@ -74,41 +132,40 @@ def build_openapi(dialects: list[Dialect]) -> dict[str, Any]:
             if r.websocket:
                 continue  # OpenAPI cannot describe WebSockets; docs/api.md does
             path = openapi_path(r.path)
-            params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
-                      for n in re.findall(r"{(\w+)}", path)]
+            params = _path_params(r.path)
             if r.query is not None:
                 schema = r.query.model_json_schema()
+                defs = schema.get("$defs", {})
                 for name, prop in schema.get("properties", {}).items():
                     params.append({"name": name, "in": "query", "required": name in schema.get("required", []),
-                                   "schema": prop})
+                                   "schema": _inline_refs(prop, defs)})
             for method in r.methods:
                 ok: dict[str, Any] = {"application/json": {"schema": {"type": "object"}}}
+                if r.response is not None:
+                    ok = {"application/json": {"schema": _model_schema(r.response, d.name, components)}}
                 if r.sse:
-                    ok["text/event-stream"] = {"schema": {"type": "string"}}
+                    ok["text/event-stream"] = {"schema": SSE_EVENT}
                 if r.text:
-                    ok = {"text/html": {"schema": {"type": "string"}}}
+                    ok = {"text/plain" if "metrics" in path else "text/html": {"schema": {"type": "string"}}}
+                error = {"description": "Error, in this dialect's envelope", "content": {"application/json": {
+                    "schema": {"$ref": f"#/components/schemas/{err_name}"}}}}
+                responses: dict[str, Any] = {"200": {"description": "OK", "content": ok}}
+                if not r.text:
+                    # 201 (created), 202 (accepted) and friends carry the same kind of body as 200.
+                    responses["2XX"] = {"description": "Success", "content": ok}
+                responses["default"] = error
                 op: dict[str, Any] = {
                     "tags": [d.title], "summary": r.summary, "description": r.description,
                     "operationId": f"{d.name}_{method.lower()}_{re.sub(r'[^a-zA-Z0-9]+', '_', path).strip('_')}",
-                    "responses": {
-                        "200": {"description": "OK", "content": ok},
-                        "default": {"description": "Error, in this dialect's envelope",
-                                    "content": {"application/json": {
-                                        "schema": {"$ref": f"#/components/schemas/{err_name}"}}}},
-                    },
+                    "responses": responses,
+                    "x-llmd-auth": r.auth,
                 }
                 if params:
                     op["parameters"] = params
                 if r.body is not None:
-                    # Dialects reuse class names (GenerateBody, ChatMessageIn): prefix with the dialect.
-                    schema = r.body.model_json_schema(ref_template="#/components/schemas/" + d.name + "_{model}")
-                    for name, sub in schema.pop("$defs", {}).items():
-                        components[f"{d.name}_{name}"] = sub
-                    body_name = f"{d.name}_{r.body.__name__}"
-                    components[body_name] = schema
                     op["requestBody"] = {"required": True, "content": {"application/json": {
-                        "schema": {"$ref": f"#/components/schemas/{body_name}"}}}}
-                if r.public:
+                        "schema": _model_schema(r.body, d.name, components)}}}
+                if r.auth == "public":
                     op["security"] = []
                 paths.setdefault(path, {})[method.lower()] = op
     return {
@@ -116,7 +173,8 @@ def build_openapi(dialects: list[Dialect]) -> dict[str, Any]:
         "info": {"title": "llmd", "version": __version__,
                  "description": "One LLM daemon, several API dialects. See docs/api.md."},
         "paths": paths,
-        "components": {"schemas": components},
+        "components": {"schemas": components, "securitySchemes": SECURITY_SCHEMES},
+        "security": [{"bearer": []}, {"apiKey": []}],
     }
 
 

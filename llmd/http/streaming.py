@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import weakref
 from typing import Any, AsyncIterator
 
-from quart import Response
+from quart import Response, g
 
 from llmd.core import Core
 
@@ -21,13 +22,24 @@ def sse_json(obj: Any) -> str:
     return sse(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
 
 
+def stream_client() -> str | None:
+    """Who an open stream is counted against: the verified principal, else the address; None exempts.
+
+    Set by the auth hook of ``create_app`` for each request and WebSocket.
+    """
+    return g.get("llmd_client")
+
+
 def sse_response(core: Core, events: AsyncIterator[str], headers: dict[str, str] | None = None) -> Response:
     """A streaming ``text/event-stream`` response.
 
-    The stream is counted in ``core.active_streams`` while open. When the
-    client disconnects, Quart cancels the task iterating ``events``; the
-    generation below it sees the cancellation and frees the engine.
+    The stream is counted in ``core.active_streams`` while open, and against
+    its client's ``limits.max_streams_per_client`` (a 429 in the dialect's
+    envelope before anything is sent). When the client disconnects, Quart
+    cancels the task iterating ``events``; the generation below it sees the
+    cancellation and frees the engine.
     """
+    release = core.auth.streams.acquire(stream_client())
 
     async def body() -> AsyncIterator[bytes]:
         core.active_streams += 1
@@ -36,8 +48,12 @@ def sse_response(core: Core, events: AsyncIterator[str], headers: dict[str, str]
                 yield chunk.encode("utf-8")
         finally:
             core.active_streams -= 1
+            release()
 
-    resp = Response(body(), status=200, content_type="text/event-stream; charset=utf-8")
+    stream = body()
+    # A body that is never iterated (the client left before it started) still gives its slot back.
+    weakref.finalize(stream, release)
+    resp = Response(stream, status=200, content_type="text/event-stream; charset=utf-8")
     resp.headers["Cache-Control"] = "no-cache"
     resp.headers["X-Accel-Buffering"] = "no"  # tell reverse proxies not to buffer
     for k, v in (headers or {}).items():

@@ -36,32 +36,32 @@ def build(core: Core) -> Dialect:
     def current() -> str:
         return core.config.models.default
 
-    @d.route(f"{PREFIX}/health/", summary="Service health and loaded models", public=True)
+    @d.route(f"{PREFIX}/health/", summary="Service health and loaded models", auth="public")
     async def health() -> Any:
         """``status`` is ``healthy``, ``degraded`` (the current model is not loaded) or ``unhealthy`` (503)."""
         body, status = t.health_body(await core.health(), current())
         return jsonify(body), status
 
-    @d.route(f"{PREFIX}/models/", summary="List models")
+    @d.route(f"{PREFIX}/models/", summary="List models", auth="inference")
     async def models() -> Any:
         """Registered models (``available_models``), the loaded ones, the current one and the device."""
         return jsonify(t.models_body(await core.list_models(), await core.health(), current()))
 
-    @d.route(f"{PREFIX}/models/<model_key>/", summary="One model")
+    @d.route(f"{PREFIX}/models/<model_key>/", summary="One model", auth="inference")
     async def model(model_key: str) -> Any:
         """A model by registry name or alias; 404 listing the available names if there is none."""
         m = await core.resolve(model_key)
         dep = core.deployments.get(m.name)
         return jsonify(t.model_body(m, dep.stats() if dep else None, core.config.sampling))
 
-    @d.route(f"{PREFIX}/models/<model_key>/load/", ("POST",), summary="Load a model")
+    @d.route(f"{PREFIX}/models/<model_key>/load/", ("POST",), summary="Load a model", auth="admin")
     async def load(model_key: str) -> Any:
         """Loads the model into the engine and answers once it serves (500 if the load fails)."""
         dep = await core.load_model(model_key)
         return jsonify({"message": f"Model {model_key} loaded successfully", "model": dep.model.name,
                         "device": dep.loaded.device if dep.loaded else None})
 
-    @d.route(f"{PREFIX}/models/<model_key>/unload/", ("POST",), summary="Unload a model")
+    @d.route(f"{PREFIX}/models/<model_key>/unload/", ("POST",), summary="Unload a model", auth="admin")
     async def unload(model_key: str) -> Any:
         """Stops the model's deployment and frees its memory; unloading a model that is not loaded is a no-op."""
         m = await core.resolve(model_key)
@@ -70,7 +70,7 @@ def build(core: Core) -> Dialect:
         return jsonify({"message": msg, "model": m.name, "was_loaded": was_loaded})
 
     @d.route(f"{PREFIX}/generate/", ("POST",), summary="Generate text", body=GenerateBody,
-             response=GenerateResponse)
+             response=GenerateResponse, auth="inference")
     async def generate() -> Any:
         """The prompt is the user's turn through the model's chat template; answers ``{response, model, prompt}``."""
         body = await parse_body(GenerateBody)
@@ -78,7 +78,8 @@ def build(core: Core) -> Dialect:
         result = await gen.collect_or_raise()
         return jsonify(t.generate_response(result, gen.deployment.model.name, body.prompt))
 
-    @d.route(f"{PREFIX}/generate/stream/", ("POST",), summary="Generate text as SSE", body=GenerateBody, sse=True)
+    @d.route(f"{PREFIX}/generate/stream/", ("POST",), summary="Generate text as SSE", body=GenerateBody, sse=True,
+             auth="inference")
     async def generate_stream() -> Any:
         """SSE ``data: {"chunk": ...}`` events, then ``data: {"done": true}``; a failure is a final ``data: {"error": ...}``."""
         body = await parse_body(GenerateBody)
@@ -92,7 +93,7 @@ def build(core: Core) -> Dialect:
             error=lambda err: sse_json(t.error_body(err)),
         ))
 
-    @d.websocket("/ws/chat/<session_id>/", summary="Chat over WebSocket")
+    @d.websocket("/ws/chat/<session_id>/", summary="Chat over WebSocket", auth="inference")
     async def chat_ws(session_id: str) -> None:
         """Seed 000's chat: ``chat_message`` / ``model_switch`` / ``cancel`` in; chunks, ``assistant_done`` out."""
         await ChatSocket(core, session_id).serve()

@@ -23,7 +23,7 @@ def build(core: Core) -> Dialect:
     d = Dialect("local", "LLaMA Local (seed 003)", _render_error,
                 paths=("/generate", "/health", "/model-info"))
 
-    @d.route("/generate", ("POST",), summary="Generate text", body=GenerateBody, sse=True)
+    @d.route("/generate", ("POST",), summary="Generate text", body=GenerateBody, sse=True, auth="inference")
     async def generate() -> Any:
         """Streams raw text as SSE by default (``data: <text>`` ... ``data: [DONE]``); ``stream: false`` answers ``{text, prompt}``."""
         body = await parse_body(GenerateBody)
@@ -38,12 +38,12 @@ def build(core: Core) -> Dialect:
             error=lambda err: sse(t.error_event(err)),
         ))
 
-    @d.route("/health", summary="Service health", public=True)
+    @d.route("/health", summary="Service health", auth="public")
     async def health() -> Any:
         """``status`` is ``ok``, ``model_not_loaded`` or ``error``; always HTTP 200."""
         return jsonify(t.health_body(await core.health()))
 
-    @d.route("/model-info", summary="The loaded model")
+    @d.route("/model-info", summary="The loaded model", auth="inference")
     async def model_info() -> Any:
         """Path, context and default sampling of the default model; 503 until it is loaded."""
         dep = await core.deployment_for(None)

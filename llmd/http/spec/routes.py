@@ -78,7 +78,7 @@ def build(core: Core) -> Dialect:
     d = Dialect("spec", "API-spec service (seed 001)", _render_error, prefixes=("/api/v1/",),
                 paths=("/metrics",))
 
-    @d.route("/api/v1/health", summary="Service health", public=True)
+    @d.route("/api/v1/health", summary="Service health", auth="public")
     async def health() -> Any:
         """``status``: ``healthy`` (default model loaded), ``model_not_loaded`` or ``unhealthy``; always HTTP 200.
 
@@ -89,7 +89,8 @@ def build(core: Core) -> Dialect:
         rss, total = psutil.Process().memory_info().rss, psutil.virtual_memory().total
         return jsonify(t.health_body(h, rss, total))
 
-    @d.route("/api/v1/generate", ("POST",), summary="Generate text", body=SpecGenerateBody, sse=True)
+    @d.route("/api/v1/generate", ("POST",), summary="Generate text", body=SpecGenerateBody, sse=True,
+             auth="inference")
     async def generate() -> Any:
         """``{"text", "usage", "latency"}``; with ``stream: true``, the SSE stream of ``/generate/stream``."""
         body = await parse_body(SpecGenerateBody)
@@ -99,20 +100,21 @@ def build(core: Core) -> Dialect:
         return jsonify(t.generate_response(await gen.collect_or_raise()))
 
     @d.route("/api/v1/generate/stream", ("POST",), summary="Generate text as an SSE stream", body=SpecStreamBody,
-             sse=True)
+             sse=True, auth="inference")
     async def generate_stream() -> Any:
         """SSE ``data: {"token": "...", "finished": false}`` events; the last has ``finished: true`` and ``usage``."""
         body = await parse_body(SpecStreamBody)
         gen = await core.generate(t.generate_from_request(body, "/api/v1/generate/stream"))
         return sse_response(core, stream_events(gen))
 
-    @d.route("/api/v1/models", summary="List models", query=SpecModelsQuery)
+    @d.route("/api/v1/models", summary="List models", query=SpecModelsQuery, auth="inference")
     async def models() -> Any:
         """``{"models": [{name, format, size, loaded, memory_usage}]}`` plus ``items``, ``total``, ``page``, ``size``, ``pages``."""
         q = parse_query(SpecModelsQuery)
         return jsonify(t.models_page(await core.list_models(), q.page, q.size))
 
-    @d.route("/api/v1/models/<path:model_name>/load", ("POST",), summary="Load a model", body=SpecLoadBody)
+    @d.route("/api/v1/models/<path:model_name>/load", ("POST",), summary="Load a model", body=SpecLoadBody,
+             auth="admin")
     async def load(model_name: str) -> Any:
         """Load a model (waits for the load); ``{}`` loads it with the configured settings.
 
@@ -131,7 +133,8 @@ def build(core: Core) -> Dialect:
         dep = await core.load_model(model.name, n_gpu_layers=layers)
         return jsonify(t.load_response(dep.stats(), dep.model.quantization, body.prefer_gpu, gpu))
 
-    @d.route("/api/v1/batch/generate", ("POST",), summary="Generate for several prompts", body=SpecBatchBody)
+    @d.route("/api/v1/batch/generate", ("POST",), summary="Generate for several prompts", body=SpecBatchBody,
+             auth="inference")
     async def batch_generate() -> Any:
         """``{"results": [...]}`` in request order; a bad item is an ``{"error": {...}}`` entry in its place.
 
@@ -165,11 +168,11 @@ def build(core: Core) -> Dialect:
         """Prometheus text: ``model_inference_seconds``, ``active_connections`` and ``llmd_*`` metrics."""
         return Response(core.metrics.render(live_state(core)), content_type=CONTENT_TYPE)
 
-    d.route("/metrics", summary="Prometheus metrics", text=True, public=True)(metrics)
+    d.route("/metrics", summary="Prometheus metrics", text=True, auth="public")(metrics)
 
     async def metrics_v1() -> Any:
         """The same Prometheus text as ``/metrics``."""
         return await metrics()
 
-    d.route("/api/v1/metrics", summary="Prometheus metrics", text=True, public=True)(metrics_v1)
+    d.route("/api/v1/metrics", summary="Prometheus metrics", text=True, auth="public")(metrics_v1)
     return d
