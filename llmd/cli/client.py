@@ -42,14 +42,21 @@ class Client:
     def __init__(self, socket_path: Path | None = None, url: str | None = None, timeout: float = 600) -> None:
         self.socket_path = socket_path
         self.url = url
+        # Over TCP with auth on, llmctl needs a credential; over the Unix socket the kernel vouches for the user.
+        key = os.environ.get("LLMCTL_API_KEY", "").strip()
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
         if url:
-            self.http = httpx.Client(base_url=url, timeout=timeout)
+            self.http = httpx.Client(base_url=url, timeout=timeout, headers=headers)
         else:
             self.socket_path = socket_path or default_socket()
             self.http = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket_path)),
-                                     base_url="http://llmd", timeout=timeout)
+                                     base_url="http://llmd", timeout=timeout, headers=headers)
 
     def _not_running(self) -> CliError:
+        if self.url is None and self.socket_path is not None and self.socket_path.exists() \
+                and not os.access(self.socket_path, os.R_OK | os.W_OK):
+            return CliError(f"permission denied on {self.socket_path}: run llmctl as root, as llmd's user, "
+                            f"or as a member of its group (auth.unix_group)")
         where = self.url or f"no daemon answers on {self.socket_path}"
         return CliError(f"llmd is not running ({where}); start it with 'sudo systemctl start llmd' "
                         f"or 'make run' in a checkout")
