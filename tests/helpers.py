@@ -89,7 +89,9 @@ async def wait_requests(core, n: int, timeout: float = 5.0) -> list[dict]:
 def make_config(tmp_path: Path, **flags: object):
     """A config isolated in ``tmp_path``: no /etc file, no environment."""
     base = {"paths.state_dir": str(tmp_path / "state"), "paths.runtime_dir": str(tmp_path / "run"),
-            "models.discover_bundled": False, "models.default": "tiny"}
+            "models.discover_bundled": False, "models.default": "tiny",
+            # No test may reach a real hub: an unset endpoint would mean huggingface.co.
+            "downloads.hf_endpoint": "http://127.0.0.1:9", "downloads.ollama_registry": "http://127.0.0.1:9"}
     base.update(flags)
     tmp_path.mkdir(parents=True, exist_ok=True)
     empty = tmp_path / "llmd.toml"
