@@ -1,0 +1,171 @@
+"""Memory budget, LRU eviction, idle unload and pinning, on the FakeEngine."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import settle, write_tiny_gguf
+from llmd.core import placement
+from llmd.core.engine.fake import FakeEngine
+from llmd.core.types import DeploymentState, GenerateRequest, SamplingParams
+from llmd.errors import DeploymentNotFoundError, DeploymentNotRunningError, InsufficientResourcesError
+
+KIB = 1 << 10
+
+
+def sized_gguf(path: Path, size: int) -> Path:
+    """A valid tiny GGUF padded to ``size`` bytes (the estimate is the file size: no KV keys)."""
+    write_tiny_gguf(path)
+    with path.open("ab") as fh:
+        fh.truncate(size)
+    return path
+
+
+class Dep:
+    def __init__(self, name, mb, last, pinned=False, idle=True):
+        self.memory_bytes, self.last_used, self.pinned, self._idle, self.name = mb * placement.MIB, last, pinned, idle, name
+
+    def is_idle(self):
+        return self._idle
+
+
+def test_plan_picks_the_least_recently_used_idle_unpinned():
+    a, b, c = Dep("a", 300, 1.0), Dep("b", 300, 0.5), Dep("c", 300, 0.1, pinned=True)
+    plan = placement.plan(400 * placement.MIB, 1000 * placement.MIB, [a, b, c])
+    assert plan.fits and plan.evict == [b]  # c is older but pinned
+    plan = placement.plan(700 * placement.MIB, 1000 * placement.MIB, [a, b, c])
+    assert plan.fits and plan.evict == [b, a]
+    # even evicting every candidate is not enough: nothing is evicted
+    plan = placement.plan(800 * placement.MIB, 1000 * placement.MIB, [a, b, c])
+    assert not plan.fits and plan.evict == []
+    busy = Dep("busy", 300, 0.0, idle=False)
+    plan = placement.plan(500 * placement.MIB, 1000 * placement.MIB, [busy, a])
+    assert plan.fits and plan.evict == [a]
+
+
+def test_estimate_reads_the_kv_cache_from_the_header(tmp_path):
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "kv.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(2)
+    w.add_embedding_length(64)
+    w.add_head_count(4)
+    w.add_head_count_kv(2)
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    size = path.stat().st_size
+    # 2 layers x 2 kv heads x (16 + 16) x 2 bytes = 256 bytes per token
+    assert placement.estimate_bytes(str(path), 100, 2) == size + 256 * 100 * 2
+    assert placement.estimate_bytes(str(tmp_path / "missing.gguf"), 100, 1, size_bytes=7) == 7
+
+
+async def make(core_factory, tmp_path, **flags):
+    core = await core_factory(**{"deployments.memory_budget_mb": 1, **flags})
+    for name in ("a", "b"):
+        await core.registry.add_file(sized_gguf(tmp_path / f"{name}.gguf", 600 * KIB), name)
+    return core
+
+
+async def test_a_start_that_does_not_fit_evicts_the_lru_idle_unpinned(core_factory, tmp_path):
+    core = await make(core_factory, tmp_path)
+    assert core.deployments["tiny"].pinned  # the default model is pinned by default
+    a = await core.start_deployment("a")
+    assert a.state is DeploymentState.RUNNING and not a.pinned and a.id.startswith("deploy_")
+    with core.events.subscribe("deployment.evicted") as sub:
+        b = await core.start_deployment("b")
+        topic, event = await sub.get(timeout=5)
+    assert b.state is DeploymentState.RUNNING
+    assert "a" not in core.deployments and event["model"] == "a" and event["for_model"] == "b"
+    rec = await core.deployment_record(a.id)
+    assert rec["state"] == "stopped" and rec["stop_reason"] == "evicted"
+    assert "evicted to make room for 'b'" in rec["note"]
+    a_log = " ".join(x["message"] for x in await core.model_logs("a", 50))
+    b_log = " ".join(x["message"] for x in await core.model_logs("b", 50))
+    assert "evicted to make room for 'b'" in a_log and "evicted 'a'" in b_log
+    with pytest.raises(DeploymentNotRunningError):
+        core.deployment_by_id(a.id)
+    with pytest.raises(DeploymentNotFoundError):
+        core.deployment_by_id("deploy_999")
+
+
+async def test_nothing_is_evicted_when_it_would_not_be_enough(core_factory, tmp_path):
+    core = await make(core_factory, tmp_path)
+    a = await core.start_deployment("a", pinned=True)
+    with pytest.raises(InsufficientResourcesError) as info:
+        await core.start_deployment("b")
+    d = info.value.details
+    assert d["budget_mb"] == 1.0 and d["needed_mb"] >= 0.58 and d["in_use_mb"] >= 0.58
+    assert {x["model"]: x["pinned"] for x in d["deployments"]} == {"tiny": True, "a": True}
+    assert a.state is DeploymentState.RUNNING and "b" not in core.deployments
+
+
+async def test_a_busy_deployment_is_not_evicted(core_factory, tmp_path):
+    core = await make(core_factory, tmp_path)
+    engine_slow = FakeEngine(delay_s=0.05)
+    core.engine = engine_slow
+    await core.start_deployment("a")
+    gen = await core.generate(GenerateRequest(prompt="hi", model="a",
+                                              params=SamplingParams(max_tokens=200, ignore_eos=True)))
+    it = gen.__aiter__()
+    await asyncio.wait_for(it.__anext__(), 5)  # generating now
+    with pytest.raises(InsufficientResourcesError):
+        await core.start_deployment("b")
+    gen.cancel()
+    async for _ in it:
+        pass
+    b = await core.start_deployment("b")  # idle now: evicted
+    assert b.state is DeploymentState.RUNNING and "a" not in core.deployments
+
+
+async def test_idle_deployments_are_unloaded_after_keep_alive_pinned_ones_stay(core_factory, tmp_path):
+    core = await make(core_factory, tmp_path, **{"deployments.memory_budget_mb": 0,
+                                                 "deployments.keep_alive_s": 0.3})
+    a = await core.start_deployment("a")
+    b = await core.start_deployment("b", pinned=True)
+    with core.events.subscribe("deployment.a") as sub:
+        while True:
+            item = await sub.get(timeout=10)
+            assert item is not None, "a was not unloaded"
+            if item[1]["state"] == "stopped":
+                break
+    while "a" in core.deployments:  # the stop is finishing its bookkeeping
+        await asyncio.sleep(0.01)
+    await settle(core)
+    assert core.deployments["b"] is b and core.deployments["tiny"].state is DeploymentState.RUNNING
+    rec = await core.deployment_record(a.id)
+    assert rec["stop_reason"] == "idle" and "idle" in rec["note"], rec
+
+
+async def test_a_request_keeps_a_deployment_alive(core_factory, tmp_path):
+    core = await make(core_factory, tmp_path, **{"deployments.memory_budget_mb": 0})
+    a = await core.start_deployment("a")
+    a.last_used = time.time() - 100
+    await (await core.generate(GenerateRequest(prompt="hi", model="a"))).collect_or_raise()
+    assert time.time() - a.last_used < 50
+    assert await core.unload_idle(50) == []
+    a.last_used = time.time() - 100
+    assert await core.unload_idle(50) == ["a"]
+
+
+async def test_changed_settings_restart_and_graceful_stop(core_factory, tmp_path):
+    core = await make(core_factory, tmp_path, **{"deployments.memory_budget_mb": 0})
+    a1 = await core.start_deployment("a", settings={"n_ctx": 64})
+    assert await core.start_deployment("a", settings={"n_ctx": 64}) is a1
+    a2 = await core.start_deployment("a", settings={"max_model_len": 128})
+    assert a2 is not a1 and a2.id == a1.id and a2.settings.n_ctx == 128
+    assert a1.state is DeploymentState.STOPPED
+    restarted = await core.restart_deployment("a")
+    assert restarted.id == a1.id and restarted.settings.n_ctx == 128 and restarted is not a2
+    assert await core.stop_deployment("a", timeout=5) is True
+    assert await core.stop_deployment("a") is False
+    logs = await core.model_logs("a", 1000)
+    assert [x["message"] for x in logs].count("state running") == 3
