@@ -8,6 +8,7 @@ is declared; a new dialect must add its envelope to ``ENVELOPES``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any, Callable
@@ -114,7 +115,12 @@ async def check(client, dialect: Dialect, method: str, url: str, *, data: bytes 
                 problems: list[str], what: str, server_error_ok: bool = False) -> tuple[int, str]:
     """Send one request; record every broken rule in ``problems``."""
     headers = {"Content-Type": "application/json"} if data is not None else {}
-    r = await client.open(url, method=method, data=data, headers=headers)
+    try:
+        # a route that never answers would otherwise hang the whole suite
+        r = await asyncio.wait_for(client.open(url, method=method, data=data, headers=headers), 30)
+    except asyncio.TimeoutError:
+        problems.append(f"{method} {url} [{what}]: no complete answer within 30 s")
+        return 0, ""
     text = await r.get_data(as_text=True)
     where = f"{method} {url} [{what}] -> {r.status_code}: {text[:300]}"
     for leak in LEAKS:
@@ -362,6 +368,19 @@ async def test_unknown_model(app, client):
 
 # -- routing errors ----------------------------------------------------------------
 
+def _router_status(app, url: str, method: str) -> int | None:
+    """404 or 405 as the URL map decides for ``method url``; None when a route matches."""
+    from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+    try:
+        app.url_map.bind("localhost").match(url, method=method)
+    except NotFound:
+        return 404
+    except MethodNotAllowed:
+        return 405
+    return None
+
+
 async def test_unknown_paths_get_the_dialects_envelope(app, client):
     problems: list[str] = []
     dialects = app.extensions["llmd_dialects"]
@@ -372,7 +391,12 @@ async def test_unknown_paths_get_the_dialects_envelope(app, client):
             continue
         for url in urls:
             for method in ("GET", "POST"):
-                await check(client, d, method, url, data=b"{}" if method == "POST" else None, status=404,
+                # Under a prefix with id routes (/api/models/<model_id>) the "unknown" path is an id: the
+                # router then says 405 for a method that id route lacks. Ask the router what to expect.
+                expected = _router_status(app, url, method)
+                if expected is None:
+                    continue  # a real route matched: the bad-input tests cover it
+                await check(client, d, method, url, data=b"{}" if method == "POST" else None, status=expected,
                             problems=problems, what="unknown path")
     # paths nobody owns: seed 003's {"detail": ...}
     local = next(d for d in dialects if d.name == "local")
@@ -450,6 +474,10 @@ async def test_unexpected_exceptions_are_500_in_envelope_without_leaks(app, clie
     bodies = {(r.path, r.handler): base for _, r, _, base in body_routes(app)}
     status_of: dict[tuple[str, str], int] = {}
     for d, r in all_routes(app):
+        if getattr(r, "sse", False) and set(r.methods) <= {"GET", "HEAD"} and "<" not in r.path:
+            # a daemon-wide event feed (e.g. /api/downloads/events) is endless by design and calls
+            # no core method; tests/api/test_hub_downloads.py reads it with a live client
+            continue
         for method in r.methods:
             if method not in HTTP_METHODS:
                 continue
@@ -459,7 +487,9 @@ async def test_unexpected_exceptions_are_500_in_envelope_without_leaks(app, clie
                                        problems=problems, what="core raises")
             if secret in text:
                 problems.append(f"{method} {r.path}: the exception's message reached the client")
-            if status >= 500 and status != 500:
+            # the hub routes reach a hub that tests point at a closed port: a typed 502 is the truth there
+            upstream = status == 502 and "HUB_UNAVAILABLE" in text
+            if status >= 500 and status != 500 and not upstream:
                 problems.append(f"{method} {r.path}: an unexpected exception should be a 500, got {status}")
             status_of[(method, r.path)] = status
     for key in [("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/v1/embeddings"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -281,12 +280,13 @@ async def test_model_not_loaded_is_503_with_retry_after(client, fake_core):
 
 async def test_busy_is_503_with_retry_after(core_factory):
     # Slow tokens, so the first request is still generating while the queue fills (a busy box is slow).
-    core = await core_factory(FakeEngine(delay_s=0.3), **{"engine.queue_size": 1, "engine.parallel": 1})
+    # Each token takes 1 s, so the window in which the queue is full (~4 s) outlasts a loaded machine's hiccups.
+    core = await core_factory(FakeEngine(delay_s=1.0), **{"engine.queue_size": 1, "engine.parallel": 1})
     client = create_app(core).test_client()
-    short = {"max_length": 6}
+    short = {"max_length": 4}
     first = asyncio.ensure_future(client.post(f"{API}/generate/", json={"prompt": "a", "parameters": short}))
     second = asyncio.ensure_future(client.post(f"{API}/generate/", json={"prompt": "b", "parameters": short}))
-    for _ in range(500):
+    for _ in range(2000):
         stats = core.deployments["tiny"].stats()
         if stats["queued"] == 1 and stats["active"] == 1:
             break
