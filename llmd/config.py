@@ -150,6 +150,7 @@ class DeploymentsConfig:
     memory_budget_mb: int = 0
     keep_alive_s: float = 1800.0  # an idle deployment is unloaded after this; 0 means never
     pin_default: bool = True  # the default model is pinned: never evicted or unloaded for idleness
+    restore: bool = True  # deployments that served when the daemon stopped start again at the next start
     # Command line that starts an external vLLM server; {model}, {port}, {max_model_len}
     # and {gpu_memory_utilization} are filled in.
     vllm_command: str = (

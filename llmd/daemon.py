@@ -256,6 +256,7 @@ class Daemon:
         from llmd.http.port_app import PortListeners  # port-bound deployments (docs/deployments.md)
 
         self.core.listeners = PortListeners(app, cfg)
+        await self.core.restore_deployments()
 
         hc = HypercornConfig()
         hc.graceful_timeout = cfg.server.graceful_timeout

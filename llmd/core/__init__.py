@@ -50,6 +50,15 @@ SETTING_KEYS = ("n_ctx", "max_model_len", "n_threads", "n_gpu_layers", "n_batch"
 _FOREVER = 10 * 365 * 86400.0
 
 
+def _was_serving(row: dict[str, Any]) -> bool:
+    """Whether a stored deployment served when the daemon last stopped (cleanly or not).
+
+    A row still "starting" is left out on purpose: a load that took the
+    daemon down with it must not be retried at every start.
+    """
+    return row["state"] == "running" or (row["state"] == "stopped" and row.get("stop_reason") == "shutdown")
+
+
 class Listeners:
     """What Core needs to serve a deployment on its own port; the daemon provides the real one.
 
@@ -99,6 +108,7 @@ class Core:
         # One placement decision at a time: two starts must not both see the same free memory.
         self._place_lock = asyncio.Lock()
         self._idle_task: asyncio.Task | None = None
+        self._to_restore: list[dict[str, Any]] = []  # rows that Core.restore_deployments starts again
         self.auth = Auth(config, store)  # credentials, the request's principal, per-client stream counts
 
     # -- lifecycle ------------------------------------------------------
@@ -108,10 +118,12 @@ class Core:
         if self.config.models.discover_bundled:
             await self.registry.sync_bundled()
         await self.registry.ensure_default_alias(self.config.models.default)
+        rows = await self.store.deployments.list()
+        restore = [r for r in rows if _was_serving(r)] if self.config.deployments.restore else []
         # Deployments that were starting or running when the daemon died are
         # not running now; record that truthfully before anything else.
         await self.store.deployments.mark_all(("pending", "starting", "running", "stopping"), "stopped")
-        for row in await self.store.deployments.list():
+        for row in rows:
             self._ids[dep_id(row["id"])] = row["model"]
         await self.downloads.start()  # finish interrupted registrations, resume interrupted downloads
         if self.config.models.load_default:
@@ -125,7 +137,44 @@ class Core:
                 except LlmdError as exc:
                     log.error("the default model %s cannot start: %s", model.name, exc.message)
                     self._on_status(f"default model {model.name} cannot start: {exc.message}")
+        self._to_restore = restore
         self._idle_task = asyncio.ensure_future(self._idle_loop())
+
+    async def restore_deployments(self) -> None:
+        """Start again the deployments that served when the daemon last stopped (``deployments.restore``).
+
+        Called by the daemon once the port listener hook is wired, since a
+        restored deployment may serve its own port.
+        """
+        rows, self._to_restore = self._to_restore, []
+        for row in rows:
+            await self._restore(row)
+
+    async def _restore(self, row: dict[str, Any]) -> None:
+        """Start again, in the background, a deployment that served when the daemon last stopped.
+
+        It comes back with the settings, port and pin it had, except that the
+        default model keeps the settings of the current config (it may already
+        be loading through ``models.load_default``; then only its port and pin
+        are put back). A restore that cannot happen (the port is taken, the
+        budget is short) is logged in the deployment's log and does not stop
+        the daemon.
+        """
+        default = await self.registry.find(self.config.models.default)
+        settings: dict[str, Any] | None = None
+        if default is None or default.name != row["model"]:
+            settings = dict(row.get("settings") or {})
+            if row.get("gpu_memory_utilization") is not None:
+                settings["gpu_memory_utilization"] = row["gpu_memory_utilization"]
+        self.model_log(row["model"]).write("info", "restoring: it was serving when the daemon last stopped")
+        try:
+            await self.start_deployment(row["model"], settings=settings, port=row.get("port"),
+                                        pinned=bool(row.get("pinned")), wait=False,
+                                        model_source=row.get("model_source"))
+            log.info("restoring the deployment of %s", row["model"])
+        except LlmdError as exc:
+            self.model_log(row["model"]).write("error", f"not restored: {exc.message}")
+            log.warning("the deployment of %s was not restored: %s", row["model"], exc.message)
 
     def _spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.ensure_future(coro)

@@ -286,3 +286,49 @@ def test_idle_unload_after_keep_alive(idle_daemon):
         assert time.monotonic() < deadline, info
         time.sleep(0.2)
     assert info["stop_reason"] == "idle" and "keep_alive_s=1" in info["note"]
+
+
+def _wait_health(d: DaemonProcess) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{d.url}/api/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert d.proc.poll() is None, d.log()
+        assert time.monotonic() < deadline, d.log()
+        time.sleep(0.1)
+
+
+def test_a_serving_deployment_comes_back_after_a_restart_with_its_port():
+    root = Path(tempfile.mkdtemp(prefix="llmd-restore-"))
+    (root / "llmd.toml").write_text("")
+    d = DaemonProcess(root, args=["--no-load"]).start()
+    try:
+        _wait_health(d)
+        port = free_port()
+        data = start(d, MODEL, port=port, pinned=True)
+        assert d.stop() == 0
+        d = DaemonProcess(root, args=["--no-load"]).start()
+        _wait_health(d)
+        deadline = time.monotonic() + 120
+        while (info := get(d, data["deployment_id"]))["status"] != "running":
+            assert info["status"] in ("starting", "stopped"), info
+            assert time.monotonic() < deadline, info
+            time.sleep(0.2)
+        assert info["port"] == port and info["pinned"] is True
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", timeout=120)
+        assert [m.id for m in client.models.list().data] == [MODEL]
+        _, body = api(d, "GET", f"/api/deployments/{data['deployment_id']}/logs", params={"lines": 1000})
+        assert "restoring: it was serving" in json.dumps(body)
+        # a deployment stopped on purpose stays stopped
+        api(d, "PUT", f"/api/deployments/{data['deployment_id']}/stop")
+        assert d.stop() == 0
+        d = DaemonProcess(root, args=["--no-load"]).start()
+        _wait_health(d)
+        time.sleep(1)
+        assert get(d, data["deployment_id"])["status"] == "stopped"
+    finally:
+        d.stop()
+        shutil.rmtree(root, ignore_errors=True)
