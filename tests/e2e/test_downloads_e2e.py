@@ -95,6 +95,8 @@ def hub() -> Iterator[FakeHub]:
     h.add_repo(BUNDLED_REPO, {bundled.name: bundled}, downloads=9000, trending=50)
     h.add_repo("testorg/slow-GGUF", {"slow.Q4_K_M.gguf": write_gguf(src / "slow.gguf", payload_bytes=1_500_000,
                                                                      seed=11)}, downloads=10)
+    h.add_repo("testorg/tty-GGUF", {"tty.Q4_K_M.gguf": write_gguf(src / "tty.gguf", payload_bytes=1_500_000,
+                                                               seed=14)}, downloads=3)
     h.add_repo("testorg/tiny-GGUF", {"tiny.Q8_0.gguf": write_gguf(src / "tiny.gguf", payload_bytes=100_000,
                                                                    file_type=7, seed=12)}, downloads=5)
     h.add_ollama("library/tinyllama", "latest", write_gguf(src / "ollama.gguf", payload_bytes=80_000, seed=13))
@@ -237,3 +239,38 @@ def test_llmctl_search_pull_and_downloads(daemon_hub, hub):
     assert p.returncode == 1 and "task_nope" in p.stderr and "Traceback" not in p.stderr
     p = llmctl(daemon_hub, "pull", "testorg/none-GGUF", "--wait")
     assert p.returncode == 1 and "not found" in p.stderr
+
+
+def test_llmctl_pull_on_a_terminal_ctrl_c_detaches_and_wait_attaches_again(daemon_hub, hub):
+    """On a real terminal: a live progress bar; Ctrl-C leaves the download running; --wait follows it to the end."""
+    import pty
+    import signal
+
+    from test_llmctl_tty import Terminal
+
+    hub.throttle_bps = 200_000  # the 1.5 MB file takes ~7 s
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMD_", "LLMCTL_"))}
+    env["COLUMNS"] = "120"
+    proc = subprocess.Popen([llmd_bin("llmctl"), "--socket", str(daemon_hub.socket_path), "pull",
+                             "testorg/tty-GGUF"], stdin=slave, stdout=slave, stderr=slave, env=env,
+                            start_new_session=True)
+    os.close(slave)
+    try:
+        term = Terminal(master)
+        term.expect(b"B/s", 30)  # the bar is drawn, with its speed
+        os.killpg(proc.pid, signal.SIGINT)
+        out = term.expect(b"attaches again", 15)
+        assert b"detached" in out and b"Traceback" not in out
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    with api(daemon_hub) as c:
+        rows = c.get("/api/downloads/list", params={"status": "downloading"}).json()["data"]["items"]
+    assert [t["model_id"] for t in rows] == ["testorg/tty-GGUF"]  # still going after the client left
+    hub.throttle_bps = 0
+    p = llmctl(daemon_hub, "pull", "testorg/tty-GGUF", "--wait")
+    assert p.returncode == 0, p.stderr
+    assert "registered as 'testorg/tty-GGUF" in p.stdout
