@@ -476,7 +476,7 @@ async def test_unexpected_exceptions_are_500_in_envelope_without_leaks(app, clie
     for d, r in all_routes(app):
         if getattr(r, "sse", False) and set(r.methods) <= {"GET", "HEAD"} and "<" not in r.path:
             # a daemon-wide event feed (e.g. /api/downloads/events) is endless by design and calls
-            # no core method; tests/api/test_hub_downloads.py reads it with a live client
+            # no core method; tests/e2e/test_downloads_e2e.py reads it from a live daemon
             continue
         for method in r.methods:
             if method not in HTTP_METHODS:

@@ -274,3 +274,32 @@ def test_llmctl_pull_on_a_terminal_ctrl_c_detaches_and_wait_attaches_again(daemo
     p = llmctl(daemon_hub, "pull", "testorg/tty-GGUF", "--wait")
     assert p.returncode == 0, p.stderr
     assert "registered as 'testorg/tty-GGUF" in p.stdout
+
+
+def test_the_daemon_wide_event_feed_carries_every_download(daemon_hub, hub, tmp_path):
+    """GET /api/downloads/events: a snapshot, then progress and status events of every task, throttled."""
+    hub.throttle_bps = 0
+    hub.add_repo("testorg/feed-GGUF", {"feed.Q4_K_M.gguf": write_gguf(tmp_path / "feed.gguf", payload_bytes=400_000,
+                                                                       seed=15)}, downloads=1)
+    hub.throttle_bps = 400_000
+    msgs: list[dict] = []
+    with api(daemon_hub) as c, c.stream("GET", "/api/downloads/events") as feed:
+        assert feed.status_code == 200 and feed.headers["content-type"].startswith("text/event-stream")
+        lines = feed.iter_lines()
+        first = next(line for line in lines if line.startswith("data: "))
+        assert json.loads(first[6:])["type"] == "snapshot"
+        with api(daemon_hub) as starter:
+            task = starter.post("/api/downloads/start", json={"model_id": "testorg/feed-GGUF"}).json()["data"]["task"]
+        for line in lines:
+            if not line.startswith("data: "):
+                continue
+            msg = json.loads(line[6:])
+            if msg.get("task_id") == task["id"]:
+                msgs.append(msg)
+                if msg["task"]["status"] in ("completed", "failed"):
+                    break
+    hub.throttle_bps = 0
+    assert msgs[-1]["task"]["status"] == "completed", msgs[-1]
+    progress = [m["task"]["downloaded_bytes"] for m in msgs if m["type"] == "progress"]
+    assert progress and progress == sorted(progress)
+    assert len(msgs) < 40  # ~1 s of transfer at progress_interval_s = 0.1: throttled, not one per chunk
