@@ -341,3 +341,26 @@ async def test_unix_socket_peers_are_admin_only_once_verified(core_factory):
     core.auth.unix_peers_verified = True
     assert (await client.get("/llmd/v1/status")).status_code == 200
     assert (await client.get("/llmd/v1/status", scope_base=LAN)).status_code == 401
+
+
+async def test_rate_limit_keys_on_the_verified_credential(core_factory):
+    """With auth on, each API key has its own bucket wherever it comes from; made-up tokens share the address's."""
+    core = await make_core(core_factory, **{"ratelimit.enabled": "on", "ratelimit.burst": 2,
+                                            "ratelimit.requests_per_minute": 1})
+    _, key_a = await core.auth.create_key("bucket-a", "inference")
+    _, key_b = await core.auth.create_key("bucket-b", "inference")
+    client = create_app(core).test_client()
+    other = {"client": ("192.0.2.11", 40000)}
+
+    async def remaining(headers: dict[str, str], where: dict[str, Any]) -> tuple[int, str | None]:
+        r = await client.get("/v1/models", headers=headers, scope_base=where)
+        return r.status_code, r.headers.get("X-RateLimit-Remaining")
+
+    assert await remaining({"Authorization": f"Bearer {key_a}"}, LAN) == (200, "1")
+    assert await remaining({"X-API-Key": key_a}, other) == (200, "0")  # same key from elsewhere: same bucket
+    assert (await remaining({"Authorization": f"Bearer {key_a}"}, LAN))[0] == 429
+    assert await remaining({"Authorization": f"Bearer {key_b}"}, LAN) == (200, "1")  # same address, own bucket
+    # invented credentials never reach the limiter (no fresh bucket per made-up token): auth refuses them
+    # first, slowed per source (tests/unit/test_auth.py)
+    assert [await remaining({"Authorization": f"Bearer invented-{i}"}, other) for i in range(3)] == [(401, None)] * 3
+    assert core.auth.failures.count("192.0.2.11") == 3
