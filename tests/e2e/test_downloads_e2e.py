@@ -116,7 +116,7 @@ def daemon_hub(hub: FakeHub) -> Iterator[DaemonProcess]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_full_pull_of_the_bundled_model_then_load_and_chat(daemon_hub, hub):
+def test_full_pull_of_the_bundled_model_then_deploy_and_chat(daemon_hub, hub):
     hub.throttle_bps = 0
     bundled = find_bundled_gguf()[0]
     with api(daemon_hub) as c:
@@ -134,13 +134,21 @@ def test_full_pull_of_the_bundled_model_then_load_and_chat(daemon_hub, hub):
     with api(daemon_hub) as c:
         models = {m["name"]: m for m in c.get("/llmd/v1/models").json()["models"]}
         assert models[name]["source"] == "hf" and models[name]["path"] == str(path)
-        r = c.post(f"/api/v1/models/{name}/load", json={})
+        # deploy through seed 004 with chosen settings, chat with the deployment, then through the OpenAI dialect
+        r = c.post("/api/deployments/start", json={"model_id": name, "max_model_len": 1024, "wait": True})
+        assert r.status_code in (200, 201), r.text
+        dep = r.json()["data"]
+        assert dep["status"] == "running" and dep["max_model_len"] == 1024, dep
+        r = c.post(f"/api/chat/{dep['deployment_id']}", json={
+            "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8, "temperature": 0})
         assert r.status_code == 200, r.text
+        assert r.json()["data"]["choices"][0]["message"]["content"].strip()
         r = c.post("/v1/chat/completions", json={"model": name, "max_tokens": 8, "temperature": 0,
                                                  "messages": [{"role": "user", "content": "Say hi."}]})
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["model"] == name and body["choices"][0]["message"]["content"].strip()
+        assert c.put(f"/api/deployments/{dep['deployment_id']}/stop").json()["data"]["status"] == "stopped"
         # Bad input: seed 004's envelope naming the field.
         r = c.post("/api/downloads/start", json={"model_id": 5})
         assert r.status_code == 400 and r.json()["success"] is False and r.json()["field"] == "model_id"
