@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 import pydantic
-from quart import request
+from quart import current_app, request
 
-from llmd.errors import InvalidJSONError, LlmdError, ValidationError
+from llmd.errors import InvalidJSONError, LlmdError, MethodNotAllowedError, ValidationError
 
 Handler = Callable[..., Awaitable[Any]]
 # Renders a typed error as (json body, status, extra headers).
@@ -162,3 +162,15 @@ class StrictModel(pydantic.BaseModel):
 def utc_timestamp() -> str:
     """Now as ISO 8601 UTC with a ``Z``, as seeds 002 and 004 write timestamps."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def static_path_refusal(path: str) -> MethodNotAllowedError:
+    """A 405 for a static path (``/api/models/search``) that a broader rule (``/api/models/<id>``) caught.
+
+    Its ``Allow`` header lists the methods of the rule declared for exactly
+    that path, not those of the rule that matched.
+    """
+    methods = sorted({m for r in current_app.url_map.iter_rules() if r.rule == path
+                      for m in (r.methods or ())} - {"HEAD", "OPTIONS"})
+    return MethodNotAllowedError(f"{request.method} is not allowed on {path}",
+                                 headers={"Allow": ", ".join(methods)} if methods else None)

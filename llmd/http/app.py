@@ -320,7 +320,9 @@ def _http_error(exc: HTTPException) -> LlmdError:
     if code == 404:
         return NotFoundError(f"no route for {request.method} {request.path}")
     if code == 405:
-        return MethodNotAllowedError(f"{request.method} is not allowed on {request.path}")
+        allowed = sorted(getattr(exc, "valid_methods", None) or [])
+        return MethodNotAllowedError(f"{request.method} is not allowed on {request.path}",
+                                     headers={"Allow": ", ".join(allowed)} if allowed else None)
     if 400 <= code < 500:
         err = ValidationError(exc.description or exc.name)
         err.status = code

@@ -420,6 +420,11 @@ async def test_wrong_method_is_405(app, client):
         for method in wrong:
             await check(client, owner[path], method, concrete(path), data=b"{}" if method != "GET" else None,
                         status=405, names=method, problems=problems, what="wrong method")
+        if wrong:
+            r = await client.open(concrete(path), method=wrong[0])
+            allow = {m.strip() for m in r.headers.get("Allow", "").split(",") if m.strip()}
+            if r.status_code == 405 and not set(methods) <= allow:
+                problems.append(f"{wrong[0]} {path}: 405 with Allow {sorted(allow)}, expected {sorted(methods)}")
     report(problems)
 
 

@@ -20,10 +20,10 @@ from quart import request
 from llmd.core import Core
 from llmd.core.types import DeploymentState
 from llmd.errors import (
-    ChatNotSupportedError, DeploymentNotRunningError, InvalidActionError, InvalidSourceError, MethodNotAllowedError,
+    ChatNotSupportedError, DeploymentNotRunningError, InvalidActionError, InvalidSourceError,
     ValidationError,
 )
-from llmd.http.api import Dialect, StrictModel, parse_body, parse_query
+from llmd.http.api import Dialect, StrictModel, parse_body, parse_query, static_path_refusal
 from llmd.http.manager.envelope import ok
 from llmd.http.openai import translate as t
 from llmd.http.openai.routes import openai_stream
@@ -138,7 +138,7 @@ def register(d: Dialect, core: Core) -> None:
         # /api/deployments/start and /list are routes of their own, never ids: another method
         # on them is a 405, not "no deployment named 'start'".
         if deployment_id in ("start", "list"):
-            raise MethodNotAllowedError(f"{request.method} is not allowed on {request.path}")
+            raise static_path_refusal(request.path)
 
     @d.route("/api/deployments/start", ("POST",), summary="Start a deployment", body=StartDeploymentBody,
              auth="admin")

@@ -25,9 +25,9 @@ from llmd.core.tasks import Task
 from llmd.core.types import DeploymentState
 from llmd.errors import (
     ConflictError, EngineError, InsufficientResourcesError, InternalError, InvalidJSONError, LlmdError,
-    MethodNotAllowedError, OperationTimeoutError, ValidationError,
+    OperationTimeoutError, ValidationError,
 )
-from llmd.http.api import Dialect, parse_body, parse_model, parse_query
+from llmd.http.api import Dialect, parse_body, parse_model, parse_query, static_path_refusal
 from llmd.http.manager import HUB_PATHS
 from llmd.http.manager.envelope import render_error as manager_error
 from llmd.http.openai import translate as oai
@@ -70,9 +70,11 @@ def hub_path_refusal(model_id: str) -> Any:
     path = f"/api/models/{model_id}"
     if path not in HUB_PATHS:
         return None
-    body, status = manager_error(MethodNotAllowedError(f"{request.method} is not allowed on {path}"), path)
+    err = static_path_refusal(path)
+    body, status = manager_error(err, path)
     resp = jsonify(body)
     resp.status_code = status
+    resp.headers.update(err.headers)
     return resp
 
 
