@@ -279,19 +279,26 @@ async def test_model_not_loaded_is_503_with_retry_after(client, fake_core):
 
 
 async def test_busy_is_503_with_retry_after(core_factory):
-    # Slow tokens, so the first request is still generating while the queue fills (a busy box is slow).
-    # Each token takes 1 s, so the window in which the queue is full (~4 s) outlasts a loaded machine's hiccups.
+    # 1 s per token: the first request generates for ~4 s, long enough to fill the queue behind it.
     core = await core_factory(FakeEngine(delay_s=1.0), **{"engine.queue_size": 1, "engine.parallel": 1})
     client = create_app(core).test_client()
     short = {"max_length": 4}
+    dep = core.deployments["tiny"]
+
+    async def until(cond) -> dict:
+        for _ in range(2000):
+            stats = dep.stats()
+            if cond(stats):
+                return stats
+            await asyncio.sleep(0.01)
+        raise AssertionError(stats)
+
+    # One at a time: a request counts as queued until the scheduler takes it, so the second is sent
+    # only once the first is generating (else the one-place queue would refuse it).
     first = asyncio.ensure_future(client.post(f"{API}/generate/", json={"prompt": "a", "parameters": short}))
+    await until(lambda s: s["active"] == 1 and s["queued"] == 0)
     second = asyncio.ensure_future(client.post(f"{API}/generate/", json={"prompt": "b", "parameters": short}))
-    for _ in range(2000):
-        stats = core.deployments["tiny"].stats()
-        if stats["queued"] == 1 and stats["active"] == 1:
-            break
-        await asyncio.sleep(0.01)
-    assert stats["queued"] == 1 and stats["active"] == 1, stats
+    await until(lambda s: s["active"] == 1 and s["queued"] == 1)
     r = await client.post(f"{API}/generate/", json={"prompt": "c"})
     assert r.status_code == 503
     assert r.headers["Retry-After"]
