@@ -108,6 +108,9 @@ class Fleet:
         except LlmdError as exc:
             self.model_log(row["model"]).write("error", f"not restored: {exc.message}")
             log.warning("the deployment of %s was not restored: %s", row["model"], exc.message)
+        except Exception:  # noqa: BLE001 - one bad record must not keep the daemon from starting
+            self.model_log(row["model"]).write("error", "not restored: internal error; see the daemon's log")
+            log.exception("restoring the deployment of %s failed", row["model"])
 
     def load_settings(self, model: Model) -> LoadSettings:
         """Runtime settings for ``model``: the model's own config first, then the engine config."""

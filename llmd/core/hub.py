@@ -21,6 +21,7 @@ import re
 import socket
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
@@ -188,10 +189,14 @@ def _probe(endpoint: str, timeout: float) -> None:
 
     huggingface_hub retries a refused connection with backoff for about 25 s;
     an offline box should fall back to the catalogue cache at once instead.
+    Behind a configured proxy the probe is skipped.
     """
     parts = urlsplit(endpoint)
+    host = parts.hostname or "localhost"
+    if urllib.request.getproxies().get(parts.scheme) and not urllib.request.proxy_bypass(host):
+        return  # reached through a proxy: a direct connection says nothing about it
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    with socket.create_connection((parts.hostname or "localhost", port), timeout=timeout):
+    with socket.create_connection((host, port), timeout=timeout):
         pass
 
 
