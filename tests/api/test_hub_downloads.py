@@ -345,6 +345,14 @@ async def test_ollama_pull_verifies_the_digest(env, files):
     assert info["files"][0]["sha256"] == sha256_file(files["ollama"])
     r = await env.client.post("/api/downloads/start", json={"model_id": "nothere", "source": "ollama"})
     assert r.status_code == 404
+    # a blob that does not match its digest fails, is deleted, and registers nothing
+    env.hub.add_ollama("library/tinybad", "latest", files["ollama"])
+    env.hub.corrupt.add("tinybad:latest")
+    bad = await start(env.client, model_id="tinybad", source="ollama")
+    done = await wait_status(env.client, bad["id"], ("completed", "failed"))
+    assert done["status"] == "failed" and done["error_code"] == "CHECKSUM_MISMATCH", done
+    assert not Path(done["files"][0]["path"]).exists()
+    assert await env.core.registry.find("tinybad:latest") is None
 
 
 async def test_queue_is_bounded_cancel_and_delete(env):

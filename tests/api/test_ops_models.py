@@ -32,13 +32,14 @@ def assert_error(body, code: str, *needles: str) -> dict:
 
 
 async def wait_task(client, task_id: str) -> dict:
-    while True:
+    for _ in range(3000):  # ~60 s: a hang guard, not a timing check
         r = await client.get(f"/api/tasks/{task_id}")
         assert r.status_code == 200
         task = await body_of(r)
         if task["status"] in ("completed", "failed"):
             return task
         await asyncio.sleep(0.02)
+    raise AssertionError(f"task {task_id} did not finish: {task}")
 
 
 @pytest.fixture

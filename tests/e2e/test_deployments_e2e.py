@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -254,6 +255,8 @@ def test_llmctl_run_ps_logs_stop(daemon, second):
     assert p.returncode == 0 and len(p.stdout.strip().splitlines()) == 3
     follow = subprocess.Popen([llmd_bin("llmctl"), "--socket", str(daemon.socket_path), "logs", second, "-n", "1",
                                "-f"], stdout=subprocess.PIPE, text=True)
+    guard = threading.Timer(120, follow.kill)  # a stream that never ends makes readline return '' here
+    guard.start()
     try:
         first = follow.stdout.readline()
         assert first.strip()
@@ -264,6 +267,7 @@ def test_llmctl_run_ps_logs_stop(daemon, second):
             assert line, "the follow stream ended early"
             seen += line
     finally:
+        guard.cancel()
         follow.terminate()
         follow.wait(10)
     p = llmctl(daemon, "ps")
@@ -326,9 +330,10 @@ def test_a_serving_deployment_comes_back_after_a_restart_with_its_port():
         api(d, "PUT", f"/api/deployments/{data['deployment_id']}/stop")
         assert d.stop() == 0
         d = DaemonProcess(root, args=["--no-load"]).start()
-        _wait_health(d)
-        time.sleep(1)
+        _wait_health(d)  # restores are decided before the daemon listens: a restored one would be starting now
         assert get(d, data["deployment_id"])["status"] == "stopped"
+        _, body = api(d, "GET", f"/api/deployments/{data['deployment_id']}/logs", params={"lines": 1000})
+        assert json.dumps(body).count("restoring: it was serving") == 1  # only the first restart restored it
     finally:
         d.stop()
         shutil.rmtree(root, ignore_errors=True)

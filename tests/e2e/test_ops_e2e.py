@@ -209,6 +209,11 @@ def test_delete_running_needs_force(http, bundled_path):
     assert r.status_code == 200
     assert http.get(f"/api/models/{created['id']}").status_code == 404
     assert "ops-del" not in [m["name"] for m in http.get("/api/models").json()["items"]]
+    # the deployment was stopped and unloaded, not just forgotten
+    live = http.get("/api/deployments/list").json()["data"]["items"]
+    assert "ops-del" not in [d["model_id"] for d in live if d["status"] in ("starting", "running")], live
+    status = http.get("/llmd/v1/status").json()
+    assert "ops-del" not in json.dumps(status.get("deployments", status)), status
 
 
 def test_llmctl_rm(http, daemon, bundled_path):

@@ -133,6 +133,7 @@ def test_seed_003_generate_through_the_proxy(http, external):
     assert events[-1] == "[DONE]" and "".join(events[:-1]).strip()
     r = http.post("/generate", json={"prompt": "Hello", "max_tokens": 8, "model": "ext-llm", "stream": False})
     assert r.status_code == 200, r.text
+    assert r.json()["text"].strip() and r.json()["prompt"] == "Hello", r.json()
 
 
 def test_requests_are_logged_per_model(http, external):
