@@ -102,46 +102,11 @@ class Core(Fleet):
         self._to_restore = restore
         self._idle_task = asyncio.ensure_future(self._idle_loop())
 
-
-
     def _spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
     async def shutdown(self) -> None:
         """Stop taking work, end open generations with a final event, unload models."""
@@ -207,6 +172,7 @@ class Core(Fleet):
 
     async def generate_on(self, dep: Any, req: GenerateRequest) -> Generation:
         """:meth:`generate` on a given deployment (seed 004 addresses deployments by id)."""
+        self.auth.check_model(dep.model)  # whichever way the deployment was found
         dep.last_used = time.time()
         req = dataclasses.replace(req, params=self._model_defaults(dep.model, req.params))
         if getattr(dep, "external", False):

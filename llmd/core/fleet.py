@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, AsyncIterator
 
 import psutil
 
@@ -441,14 +441,8 @@ class Fleet:
             raise DeploymentNotRunningError(f"deployment '{deployment_id}' ({name}) is stopped",
                                             details={"deployment_id": deployment_id, "model": name,
                                                      "state": DeploymentState.STOPPED.value})
+        self.auth.check_model(dep.model)  # a key limited to other models gets a 403 here
         return dep
-
-    def deployment_id_for(self, name: str) -> str | None:
-        """The id of model ``name``'s deployment record, if it has one."""
-        for did, n in self._ids.items():
-            if n == name:
-                return did
-        return None
 
     async def deployment_record(self, deployment_id: str) -> dict[str, Any]:
         """A deployment in any state: the live figures, or the stored record of a stopped one."""
@@ -506,6 +500,32 @@ class Fleet:
         """The last ``lines`` log entries of model ``name`` ({ts, level, message}), also when it is stopped."""
         model = await self.registry.find(name) if name else None
         return await asyncio.to_thread(self.model_log(model.name if model else name).tail, lines)
+
+    async def follow_model_log(self, name: str, lines: int, heartbeat_s: float) -> AsyncIterator[dict[str, Any] | None]:
+        """The last ``lines`` entries of model ``name``'s log, then each new one as it is logged; ``None``
+        every ``heartbeat_s`` of quiet (for a keep-alive). Ends when the caller stops iterating.
+
+        It subscribes before it reads the tail, so no line falls between the two
+        and none is sent twice.
+        """
+        with self.events.subscribe(f"log.{name}") as sub:
+            tail = await self.model_logs(name, lines)
+            seen = {(e.get("ts"), e.get("message")) for e in tail}
+            for entry in tail:
+                yield entry
+            while True:
+                got = await sub.get(heartbeat_s)
+                if got is None:
+                    yield None
+                    continue
+                entry = got[1]
+                if not isinstance(entry, dict):
+                    continue
+                if seen:
+                    if (entry.get("ts"), entry.get("message")) in seen:
+                        continue  # logged before the tail was read: already sent
+                    seen.clear()  # the queue is in order: everything after this is new
+                yield entry
 
     # -- ports ------------------------------------------------------------
     async def _bind_port(self, port: int, name: str) -> None:

@@ -287,6 +287,10 @@ async def test_model_limited_key_gets_403_for_other_models(core_factory, tiny_gg
         ("/api/v1/generate/stream", {"model": "tiny", "prompt": "hi", "max_tokens": 2}, "spec"),
         ("/api/v1/llm/generate/", {"prompt": "hi", "model": "tiny"}, "easyviz"),
         ("/generate", {"prompt": "hi", "max_tokens": 2, "stream": False}, "local"),  # the default model: tiny
+        ("/api/models/tiny/generate", {"prompt": "hi", "max_tokens": 2}, "ops"),
+        # seed 004 names the deployment, not the model; whatever "model" the body says, tiny would answer
+        (f"/api/chat/{core.deployments['tiny'].id}", {"model": "second", "messages": chat["messages"]}, "manager"),
+        (f"/api/completions/{core.deployments['tiny'].id}", {"model": "second", "prompt": "hi"}, "manager"),
     ]
     for path, body, dialect in cases:
         r = await client.post(path, json=body, headers=h, scope_base=LAN)
