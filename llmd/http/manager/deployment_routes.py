@@ -224,15 +224,8 @@ def register(d: Dialect, core: Core) -> None:
                       f"{len(lines)} log lines")
 
         async def events() -> Any:
-            with core.events.subscribe(f"log.{name}") as sub:
-                for line in await core.model_logs(name, q.lines):
-                    yield sse_json(line)
-                while True:
-                    item = await sub.get(timeout=15)
-                    if item is None:
-                        yield ": keep-alive\n\n"
-                        continue
-                    yield sse_json(item[1])
+            async for entry in core.follow_model_log(name, q.lines, heartbeat_s=15.0):
+                yield ": keep-alive\n\n" if entry is None else sse_json(entry)
 
         return sse_response(core, events())
 

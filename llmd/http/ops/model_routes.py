@@ -329,33 +329,14 @@ def register(d: Dialect, core: Core) -> None:
                             "model_id": model.external_id})
 
         async def events() -> AsyncIterator[str]:
-            # Subscribed before the tail is read, so that no line falls between the two.
-            with core.events.subscribe(f"log.{model.name}") as sub:
-                try:
-                    tail = await core.model_logs(model.name, q.lines)
-                except LlmdError as err:
-                    yield sse_json(render_error(err, path)[0])
-                    return
-                except Exception:  # noqa: BLE001 - logged with traceback, never sent
-                    log.exception("reading the log of %s failed", model.name)
-                    yield sse_json(render_error(InternalError("reading the log failed"), path)[0])
-                    return
-                seen = {(e.get("ts"), e.get("message")) for e in tail}
-                for entry in tail:
-                    yield sse_json(t.log_entry(entry))
-                while True:
-                    got = await sub.get(HEARTBEAT_S)
-                    if got is None:
-                        yield ": keep-alive\n\n"
-                        continue
-                    entry = got[1]
-                    if not isinstance(entry, dict):
-                        continue
-                    key = (entry.get("ts"), entry.get("message"))
-                    if key in seen:  # logged before the tail was read: already sent
-                        continue
-                    seen.clear()  # the queue is in order: everything after this is new
-                    yield sse_json(t.log_entry(entry))
+            try:
+                async for entry in core.follow_model_log(model.name, q.lines, HEARTBEAT_S):
+                    yield ": keep-alive\n\n" if entry is None else sse_json(t.log_entry(entry))
+            except LlmdError as err:
+                yield sse_json(render_error(err, path)[0])
+            except Exception:  # noqa: BLE001 - logged with traceback, never sent
+                log.exception("reading the log of %s failed", model.name)
+                yield sse_json(render_error(InternalError("reading the log failed"), path)[0])
 
         path = request.path
         return sse_response(core, events())
