@@ -23,7 +23,8 @@ from llmd.http.docs import NO_ASSETS_HTML, REDOC_HTML, SWAGGER_HTML, asset, buil
 log = logging.getLogger(__name__)
 
 # Paths whose responses carry X-RateLimit-* headers and whose clients are limited.
-RATE_LIMITED_PREFIXES = ("/api/v1/", "/v1/")
+# Seed 001 and OpenAI, and the inference routes of seeds 002 and 004, so that no dialect is a way around the limit.
+RATE_LIMITED_PREFIXES = ("/api/v1/", "/v1/", "/api/models/", "/api/chat/", "/api/completions/")
 # Declared public, but their openness is configurable (auth.public_metrics, auth.public_docs).
 METRICS_PATHS = ("/metrics", "/api/v1/metrics")
 

@@ -611,3 +611,19 @@ async def test_rate_limit_auto_follows_the_bind_address(core_factory):
     assert r.headers["X-RateLimit-Limit"] == "100"
     off = await core_factory(**{"server.host": "0.0.0.0", "ratelimit.enabled": "off"})
     assert create_app(off).extensions["llmd_ratelimiter"] is None
+
+
+async def test_rate_limit_covers_every_dialects_inference_routes(limited):
+    """An empty bucket is empty on seed 002's and seed 004's inference routes too, each in its envelope."""
+    core, client = limited
+    for _ in range(2):
+        await client.get("/api/v1/health", scope_base=LAN)
+    dep = core.deployments["tiny"].id
+    for path, body in ((f"/api/chat/{dep}", {"messages": [{"role": "user", "content": "hi"}]}),
+                       (f"/api/completions/{dep}", {"prompt": "hi"}),
+                       ("/api/models/tiny/generate", {"prompt": "hi"})):
+        r = await client.post(path, json=body, scope_base=LAN)
+        assert r.status_code == 429 and r.headers["Retry-After"], (path, r.status_code)
+        text = await r.get_data(as_text=True)
+        assert "RATE_LIMITED" in text, (path, text)
+    assert core.deployments["tiny"].completed == 0

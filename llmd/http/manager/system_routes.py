@@ -45,7 +45,7 @@ def register(d: Dialect, core: Core) -> None:
         }
         return ok(data, "system load")
 
-    @d.route("/api/system/health", summary="System health", auth="public")
+    @d.route("/api/system/health", summary="System health", auth="admin")
     async def system_health() -> Any:
         """Checks of the store, the free disk of the models directory and the engine; ``status`` is
         ``healthy``, ``degraded`` (a warning) or ``unhealthy`` (a check failed)."""
