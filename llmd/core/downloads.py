@@ -303,6 +303,8 @@ class DownloadManager:
                                      details={"status": row["status"]})
         if self.core.shutting_down or self._closing:
             raise ShuttingDownError()
+        if row["phase"] == "register":
+            return await self._retry_registration(row)
         await self.core.store.downloads.set_status_if(
             task_id, ("paused", "failed"), "pending", message="resumed", error=None, error_code=None,
             error_details=None, finished_at=None)
@@ -461,6 +463,29 @@ class DownloadManager:
             if row["status"] == "cancelled":
                 await asyncio.to_thread(self._remove_partials, row)
             self._publish(row, "status")
+
+    async def _retry_registration(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Resume a task whose verified files were in place but whose registration failed: register again.
+
+        Its files are not downloaded again. If they are gone, the task goes
+        back to the transfer phase, so that the next resume downloads and
+        verifies them anew (a ``register`` phase must only ever stand for
+        verified files).
+        """
+        task_id = row["id"]
+        if not await self.core.store.downloads.set_status_if(
+                task_id, ("failed",), "downloading", message="registering again", error=None, error_code=None,
+                error_details=None, finished_at=None):
+            return self._view(await self._row(task_id))
+        try:
+            await self._finish(await self._row(task_id))
+        except LlmdError as err:
+            await self.core.store.downloads.update(task_id, phase="transfer")
+            await self._fail(task_id, err)
+        except Exception:  # noqa: BLE001 - logged with traceback; the task says what happened
+            log.exception("registering download %s failed", task_id)
+            await self._fail(task_id, InternalError("registering the download failed; see the daemon's log"))
+        return self._view(await self._row(task_id))
 
     async def _fail(self, task_id: str, err: LlmdError) -> None:
         log.warning("download %s failed: %s", task_id, err.message)

@@ -432,3 +432,41 @@ async def test_an_interrupted_download_resumes_after_restart(env, files):
     assert done["status"] == "completed", done
     assert env.hub.ranges("big.Q4_0.gguf")[-1] == f"bytes={held}-"
     assert sha256_file(Path(done["files"][0]["path"])) == sha256_file(files["big"])
+
+
+async def test_a_failed_registration_resumes_without_downloading_again(env, monkeypatch):
+    """Verified files whose registration failed are registered on resume; if they vanished, they are fetched anew."""
+    from llmd.errors import ValidationError
+
+    await env.open()
+    real_add = env.core.registry.add_file
+    refuse = {"on": True}
+
+    async def add_file(*args, **kwargs):
+        if refuse["on"]:
+            raise ValidationError("the registry refused it (test)")
+        return await real_add(*args, **kwargs)
+
+    monkeypatch.setattr(env.core.registry, "add_file", add_file)
+    task = await start(env.client, model_id="testorg/tiny-GGUF", filename="tiny.Q8_0.gguf")
+    failed = await wait_status(env.client, task["id"], ("completed", "failed"))
+    assert failed["status"] == "failed" and failed["phase"] == "register", failed
+    path = Path(failed["files"][0]["path"])
+    assert path.exists()  # verified and in place
+    gets = len(env.hub.ranges("tiny.Q8_0.gguf"))
+    refuse["on"] = False
+    done = (await _json(await env.client.put(f"/api/downloads/{task['id']}/resume")))["data"]
+    assert done["status"] == "completed" and done["model_name"] == "testorg/tiny-GGUF", done
+    assert len(env.hub.ranges("tiny.Q8_0.gguf")) == gets  # nothing downloaded again
+    # the same failure, but the file is gone before the resume: back to the transfer phase, then a fresh download
+    await env.core.registry.store.models.delete("testorg/tiny-GGUF")
+    refuse["on"] = True
+    task2 = await start(env.client, model_id="testorg/tiny-GGUF", filename="tiny.Q8_0.gguf")
+    assert (await wait_status(env.client, task2["id"], ("completed", "failed")))["phase"] == "register"
+    Path((await env.core.downloads.get(task2["id"]))["files"][0]["path"]).unlink()
+    refuse["on"] = False
+    again = (await _json(await env.client.put(f"/api/downloads/{task2['id']}/resume")))["data"]
+    assert again["status"] == "failed" and again["phase"] == "transfer", again
+    await env.client.put(f"/api/downloads/{task2['id']}/resume")
+    done2 = await wait_status(env.client, task2["id"], ("completed", "failed"))
+    assert done2["status"] == "completed" and Path(done2["files"][0]["path"]).exists(), done2
