@@ -31,6 +31,7 @@ import os
 import pwd
 import re
 import secrets
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -290,21 +291,38 @@ class Auth:
     def _load_or_create_key(self) -> bytes:
         path = self.key_file
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            # Written whole to a 0600 temporary file, synced, then linked into place: a crash
+            # never leaves an empty or short key behind, and a concurrent start keeps the first one.
+            key = secrets.token_bytes(32)
+            fd, tmp = tempfile.mkstemp(prefix=".jwt-", dir=path.parent)  # mkstemp makes it 0600
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(key.hex() + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.link(tmp, path)
+                dir_fd = os.open(path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+                log.info("created the token signing key %s", path)
+                return key
+            except FileExistsError:
+                pass  # another start made it first: use that one
+            finally:
+                os.unlink(tmp)
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            log.warning("%s was mode %o; setting 0600", path, mode)
+            os.chmod(path, 0o600)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            mode = path.stat().st_mode & 0o777
-            if mode & 0o077:
-                log.warning("%s was mode %o; setting 0600", path, mode)
-                os.chmod(path, 0o600)
             key = bytes.fromhex(path.read_text().strip())
-            if len(key) < 32:
-                raise RuntimeError(f"{path} holds a key shorter than 256 bits; remove it to make a new one")
-            return key
-        key = secrets.token_bytes(32)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(key.hex() + "\n")
-        log.info("created the token signing key %s", path)
+        except ValueError:
+            raise RuntimeError(f"{path} does not hold a hex key; remove it to make a new one") from None
+        if len(key) < 32:
+            raise RuntimeError(f"{path} holds a key shorter than 256 bits; remove it to make a new one")
         return key
 
     def describe(self) -> dict[str, Any]:
