@@ -224,6 +224,7 @@ class PeerPolicy:
         self.own_uid = os.getuid() if own_uid is None else own_uid
         self.ttl = ttl
         self._cache: tuple[float, int | None, frozenset[str]] | None = None
+        self._names: dict[int, str | None] = {}  # uid -> user name, dropped with the group cache
 
     def _group(self) -> tuple[int | None, frozenset[str]]:
         # NSS lookups can be slow (LDAP); a few seconds of staleness is fine for group membership.
@@ -234,6 +235,7 @@ class PeerPolicy:
             except KeyError:
                 g = None
             self._cache = (now, g.gr_gid if g else None, frozenset(g.gr_mem) if g else frozenset())
+            self._names.clear()
         return self._cache[1], self._cache[2]
 
     def allowed(self, uid: int, gid: int) -> bool:
@@ -245,11 +247,15 @@ class PeerPolicy:
             return False
         if gid == group_gid:
             return True
-        try:
-            name = pwd.getpwuid(uid).pw_name
-        except KeyError:
-            return False
-        return name in members
+        # Runs at accept, on the event loop: a refused user who reconnects in a loop must not
+        # cost one NSS lookup each time.
+        if uid not in self._names:
+            try:
+                self._names[uid] = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                self._names[uid] = None
+        name = self._names[uid]
+        return name is not None and name in members
 
 
 class Auth:
