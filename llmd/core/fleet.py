@@ -195,7 +195,8 @@ class Fleet:
             from llmd.core.external import ExternalDeployment
 
             dep: Any = ExternalDeployment(model, settings, self.config, on_state=self._state_changed,
-                                          on_finish=self._record_request, events=self.events)
+                                          on_finish=self._record_request, events=self.events,
+                                          log_sink=self.model_log(model.name).write)
         else:
             dep = Deployment(model, settings, self.engine,
                              queue_size=self.config.engine.queue_size, prefill_chunk=self.config.engine.prefill_chunk,
