@@ -20,6 +20,7 @@ import errno
 import json
 import logging
 import socket
+import urllib.parse
 from typing import Any, Awaitable, Callable
 from urllib.parse import quote
 
@@ -71,6 +72,14 @@ class PortApp:
         method = scope.get("method", "GET")
         if method == "GET" and path.rstrip("/") == "/v1/models":
             await self._list_models(scope, receive, send)
+            return
+        if method == "GET" and path.startswith("/v1/models/") and \
+                urllib.parse.unquote(path[len("/v1/models/"):]).rstrip("/") != self.model:
+            # this port knows one model only: the others do not exist here
+            for msg in _json_response(404, {"error": {
+                    "message": f"this port serves only model '{self.model}'",
+                    "type": "invalid_request_error", "param": "model", "code": "model_not_found"}}):
+                await send(msg)
             return
         if method == "POST":
             receive, scope = await self._pin_body(scope, receive)

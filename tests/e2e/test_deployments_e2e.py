@@ -188,6 +188,9 @@ def test_port_bound_deployment_answers_the_openai_client(daemon, second):
                                             messages=[{"role": "user", "content": "Say hi"}])
     assert {c.model for c in stream} == {second}
     assert httpx.get(f"http://127.0.0.1:{port}/api/health").status_code == 404  # only /v1/ there
+    assert httpx.get(f"http://127.0.0.1:{port}/v1/models/{second}").json()["id"] == second
+    other = httpx.get(f"http://127.0.0.1:{port}/v1/models/{MODEL}")  # registered, but not served on this port
+    assert other.status_code == 404 and other.json()["error"]["code"] == "model_not_found"
     # a port that something else holds is a 409 that says so
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
