@@ -9,6 +9,7 @@ every value came from so that ``llmd --print-config`` can show it.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -422,7 +423,8 @@ def _check(cfg: Config) -> None:
     try:
         int(cfg.server.socket_mode, 8)
     except ValueError:
-        raise ConfigError(f"{where('server.socket_mode')}: key 'server.socket_mode' must be an octal mode such as 0660") from None
+        raise ConfigError(f"{where('server.socket_mode')}: key 'server.socket_mode' must be an octal mode "
+                          "such as 0660") from None
 
 
 def render_config(cfg: Config) -> str:
@@ -442,8 +444,33 @@ def render_config(cfg: Config) -> str:
         if isinstance(value, str):
             shown = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
         lines.append(f"{name} = {shown}  # {source}")
-    from llmd.core.auth import resolve_mode  # the one place auto is resolved
-
-    enabled, why = resolve_mode(cfg)
+    enabled, why = resolve_auth_mode(cfg)
     lines.append(f"\n# auth in force: {'on' if enabled else 'off'} ({why})")
     return "\n".join(lines) + "\n"
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ::1 (brackets allowed)."""
+    h = host.strip().strip("[]").lower()
+    if h == "localhost" or h.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_auth_mode(cfg: Config) -> tuple[bool, str]:
+    """Whether auth is in force under ``cfg``, and why, in words for ``--print-config`` and /health.
+
+    The one place ``auth.mode = auto`` is resolved.
+    """
+    mode = cfg.auth.mode.lower()
+    if mode == "on":
+        return True, "auth.mode is on"
+    if mode == "off":
+        return False, "auth.mode is off"
+    host = cfg.server.host
+    if is_loopback(host):
+        return False, f"auth.mode is auto and every TCP listener is loopback ({host})"
+    return True, f"auth.mode is auto and the TCP listener {host} is not loopback"

@@ -191,7 +191,7 @@ class DeploymentNotRunningError(LlmdError):
 class DownloadNotFoundError(NotFoundError):
     """No download task has that id."""
 
-    code = "task_not_found"
+    code = "download_not_found"
 
 
 class InvalidSourceError(ValidationError):

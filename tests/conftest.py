@@ -32,7 +32,7 @@ async def fake_core(tmp_path: Path, tiny_gguf: Path):
     core = Core(cfg, store, engine)
     await core.registry.add_file(tiny_gguf, "tiny")
     await core.start()
-    dep = core.deployments.get("tiny")
+    dep = core.fleet.get("tiny")
     if dep is not None:
         await dep.wait_loaded(10)
     yield core
@@ -65,7 +65,7 @@ async def core_factory(tmp_path: Path, tiny_gguf: Path):
         if register:
             await core.registry.add_file(tiny_gguf, "tiny")
         await core.start()
-        dep = core.deployments.get("tiny")
+        dep = core.fleet.get("tiny")
         if wait and dep is not None:
             await dep.wait_loaded(10)
         return core
@@ -74,7 +74,7 @@ async def core_factory(tmp_path: Path, tiny_gguf: Path):
 
     for core, store, engine in built:
         engine.load_gate.set()
-        for dep in list(core.deployments.values()):
+        for dep in core.fleet.live():
             await dep.wait_loaded(10)
         await core.shutdown()
         await store.close()

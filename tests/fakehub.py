@@ -76,7 +76,7 @@ class FakeFile:
     sha256: str
 
     @classmethod
-    def of(cls, name: str, path: Path) -> "FakeFile":
+    def of(cls, name: str, path: Path) -> FakeFile:
         """Describe ``path`` (hashes it)."""
         return cls(name, Path(path), Path(path).stat().st_size, sha256_file(Path(path)))
 
@@ -142,7 +142,7 @@ class FakeHub:
         """Base URL."""
         return f"http://127.0.0.1:{self._port}"
 
-    def start(self) -> "FakeHub":
+    def start(self) -> FakeHub:
         """Listen (again) on 127.0.0.1, on the same port after a :meth:`stop`."""
         hub = self
 
@@ -181,7 +181,7 @@ class FakeHub:
         if self._timer is not None:
             self._timer.cancel()
 
-    def __enter__(self) -> "FakeHub":
+    def __enter__(self) -> FakeHub:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

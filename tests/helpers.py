@@ -59,10 +59,10 @@ async def settle(core, rounds: int = 50) -> None:
 
     for _ in range(rounds):
         await asyncio.sleep(0)
-        pending = [t for t in core._tasks if not t.done()]
+        pending = core.background.pending()
         if not pending:
             await asyncio.sleep(0)
-            if not [t for t in core._tasks if not t.done()]:
+            if not core.background.pending():
                 return
         else:
             await asyncio.wait(pending, timeout=2)

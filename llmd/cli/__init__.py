@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from llmd import __version__
-from llmd.cli.client import CliError, Client
+from llmd.cli.client import Client, CliError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

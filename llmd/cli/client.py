@@ -70,7 +70,7 @@ class Client:
         err = body.get("error") if isinstance(body, dict) else None
         if isinstance(err, dict):
             return str(err.get("message") or err)
-        if isinstance(err, str):  # seed 004's {"success": false, "message", "error": "CODE"}
+        if isinstance(err, str):  # the LLM Manager API's {"success": false, "message", "error": "CODE"}
             return str(body.get("message") or err)
         if isinstance(body, dict) and "detail" in body:
             return str(body["detail"])

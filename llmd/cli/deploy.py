@@ -1,4 +1,4 @@
-"""``llmctl ps``, ``run`` (alias ``start``), ``stop`` and ``logs``: deployments, over seed 004's routes."""
+"""``llmctl ps``, ``run`` (alias ``start``), ``stop`` and ``logs``: deployments, over the LLM Manager API's routes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from llmd.cli import cli, get_client, json_option, want_json
-from llmd.cli.client import CliError, Client
+from llmd.cli.client import Client, CliError
 from llmd.cli.output import print_json, table
 
 

@@ -122,7 +122,12 @@ def _follow(client: Any, task: dict[str, Any], *, fancy: bool) -> dict[str, Any]
     bar = None
     if fancy:
         from rich.progress import (
-            BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn,
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
         )
 
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),

@@ -50,7 +50,7 @@ def add(ctx: click.Context, path: Path, name: str | None, as_json: bool) -> None
 
 
 def model_id(client: Client, name: str) -> str:
-    """Seed 002's id (``model-<n>``) of the model named (or aliased) ``name``; the name itself if unknown.
+    """The ``model-<n>`` id of the model named (or aliased) ``name``; the name itself if unknown.
 
     Names may hold a slash, which a path segment cannot; the id always fits.
     """

@@ -39,10 +39,12 @@ from typing import Any, Callable
 import argon2
 import jwt
 
-from llmd.config import Config
-from llmd.core.ratelimit import is_loopback
+from llmd.config import Config, is_loopback, resolve_auth_mode
 from llmd.errors import (
-    AuthenticationError, AuthorizationError, LlmdError, NotFoundError, ValidationError,
+    AuthenticationError,
+    AuthorizationError,
+    NotFoundError,
+    ValidationError,
 )
 
 log = logging.getLogger(__name__)
@@ -54,30 +56,6 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 JWT_ISSUER = "llmd"
 MAX_SOURCES = 10_000  # failure counters kept; the oldest go first
 FAILURE_WINDOW_S = 900.0  # a source's failures are forgotten after this long without one
-
-
-class TooManyStreamsError(LlmdError):
-    """The client already has ``limits.max_streams_per_client`` streams or WebSockets open."""
-
-    status = 429
-    code = "too_many_streams"
-
-    def __init__(self, message: str, **kw: Any) -> None:
-        kw.setdefault("headers", {})["Retry-After"] = "1"
-        super().__init__(message, **kw)
-
-
-def resolve_mode(cfg: Config) -> tuple[bool, str]:
-    """Whether auth is in force under ``cfg``, and why, in words for ``--print-config`` and /health."""
-    mode = cfg.auth.mode.lower()
-    if mode == "on":
-        return True, "auth.mode is on"
-    if mode == "off":
-        return False, "auth.mode is off"
-    host = cfg.server.host
-    if is_loopback(host):
-        return False, f"auth.mode is auto and every TCP listener is loopback ({host})"
-    return True, f"auth.mode is auto and the TCP listener {host} is not loopback"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,44 +156,6 @@ class FailureCounter:
         return self.delay(source)
 
 
-class StreamCounter:
-    """Open SSE responses and WebSockets per client, bounded by ``limits.max_streams_per_client``."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._open: dict[str, int] = {}
-
-    def open_count(self, client: str) -> int:
-        """Streams ``client`` has open now."""
-        return self._open.get(client, 0)
-
-    def acquire(self, client: str | None) -> Callable[[], None]:
-        """Count one more stream for ``client``; returns the release (idempotent). 429 past the limit."""
-        if client is None or self.limit <= 0:
-            return lambda: None
-        n = self._open.get(client, 0)
-        if n >= self.limit:
-            raise TooManyStreamsError(
-                f"too many open streams: this client already has {n} streams or WebSockets open "
-                f"(limits.max_streams_per_client = {self.limit})",
-                details={"open": n, "limit": self.limit})
-        self._open[client] = n + 1
-        done = False
-
-        def release() -> None:
-            nonlocal done
-            if done:
-                return
-            done = True
-            left = self._open.get(client, 1) - 1
-            if left <= 0:
-                self._open.pop(client, None)
-            else:
-                self._open[client] = left
-
-        return release
-
-
 class PeerPolicy:
     """Which Unix-socket peers are admin: root, the daemon's own user, members of ``auth.unix_group``."""
 
@@ -261,17 +201,16 @@ class PeerPolicy:
 class Auth:
     """Credentials, principals and per-client accounting for one core."""
 
-    def __init__(self, config: Config, store: Any) -> None:
+    def __init__(self, config: Config, repo: Any) -> None:
         self.config = config
-        self.store = store
-        self.enabled, self.reason = resolve_mode(config)
+        self.repo = repo  # llmd.store.auth.AuthRepo
+        self.enabled, self.reason = resolve_auth_mode(config)
         # Set by the daemon once its Unix socket refuses disallowed peers at accept:
         # only then is a connection without a client address a trusted local admin.
         self.unix_peers_verified = False
         self.current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
             "llmd_principal", default=None)
         self.failures = FailureCounter(config.auth.max_failure_delay_s)
-        self.streams = StreamCounter(config.limits.max_streams_per_client)
         self.peers = PeerPolicy(config.auth.unix_group)
         self._hasher = argon2.PasswordHasher()
         self._dummy_hash: str | None = None
@@ -336,6 +275,10 @@ class Auth:
         return {"enabled": self.enabled, "mode": self.config.auth.mode, "reason": self.reason,
                 "failed_attempts": self.failures.total}
 
+    def whoami(self) -> tuple[dict[str, Any], Principal | None]:
+        """The mode in force, and the principal of the request in progress."""
+        return self.describe(), self.current.get()
+
     # -- the request in progress ---------------------------------------------
     def check_model(self, model: Any) -> None:
         """403 if the request in progress comes from a principal limited to other models."""
@@ -357,7 +300,7 @@ class Auth:
         if expires_in_s is not None and expires_in_s <= 0:
             raise ValidationError("expires_in_s must be positive", field="expires_in_s")
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
-        row = await self.store.auth.add_key(
+        row = await self.repo.add_key(
             name=name, prefix=secret[:12], key_hash=hash_key(secret), scope=scope, models=models,
             expires_at=time.time() + expires_in_s if expires_in_s else None)
         log.info("API key %s (id %d, scope %s) created", name, row["id"], scope)
@@ -365,11 +308,11 @@ class Auth:
 
     async def list_keys(self, include_revoked: bool = False) -> list[dict[str, Any]]:
         """Keys (never their secrets)."""
-        return await self.store.auth.list_keys(include_revoked=include_revoked)
+        return await self.repo.list_keys(include_revoked=include_revoked)
 
     async def revoke_key(self, ref: str) -> dict[str, Any]:
         """Revoke a key by id or name; 404 if no key in force has it."""
-        row = await self.store.auth.revoke_key(ref)
+        row = await self.repo.revoke_key(ref)
         if row is None:
             raise NotFoundError(f"no API key in force has the id or name '{ref}'", field="key")
         log.info("API key %s (id %d) revoked", row["name"], row["id"])
@@ -385,17 +328,17 @@ class Auth:
         if len(password) > 1024:
             raise ValidationError("password must be at most 1024 characters", field="password")
         hashed = await asyncio.to_thread(self._hasher.hash, password)
-        row = await self.store.auth.add_user(username, hashed, scope)
+        row = await self.repo.add_user(username, hashed, scope)
         log.info("user %s (scope %s) added", username, scope)
         return _public_user(row)
 
     async def list_users(self) -> list[dict[str, Any]]:
         """Users without password hashes."""
-        return await self.store.auth.list_users()
+        return await self.repo.list_users()
 
     async def remove_user(self, username: str) -> None:
         """Delete a user; their tokens stop working at once. 404 if there is none."""
-        if not await self.store.auth.remove_user(username):
+        if not await self.repo.remove_user(username):
             raise NotFoundError(f"no user named '{username}'", field="username")
         log.info("user %s removed", username)
 
@@ -410,17 +353,18 @@ class Auth:
         except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
             return False
 
-    async def login(self, username: str, password: str, source: str) -> dict[str, Any]:
-        """Seed 002's token answer for a right password; a slowed-down 401 otherwise."""
-        user = await self.store.auth.get_user(username)
+    async def login(self, username: str, password: str, address: str | None) -> dict[str, Any]:
+        """A bearer token for a right password; a 401, slowed down per source ``address``, otherwise."""
+        source = self.credential_source(address)
+        user = await self.repo.get_user(username)
         ok = await self._verify_password(user["password_hash"] if user else None, password)
         if not ok or user is None:
             await self._failed(source, f"login as '{username}' failed: wrong username or password")
             raise AuthenticationError("wrong username or password")
         if self._hasher.check_needs_rehash(user["password_hash"]):
-            await self.store.auth.set_password_hash(
+            await self.repo.set_password_hash(
                 username, await asyncio.to_thread(self._hasher.hash, password))
-        await self.store.auth.touch_user(username, time.time())
+        await self.repo.touch_user(username, time.time())
         ttl = self.config.auth.token_ttl_s
         return {"access_token": await self.issue_token(username, user["scope"], ttl),
                 "token_type": "bearer", "expires_in": ttl}
@@ -455,7 +399,7 @@ class Auth:
             raise
 
     async def _from_key(self, key: str) -> Principal:
-        row = await self.store.auth.key_by_hash(hash_key(key))
+        row = await self.repo.key_by_hash(hash_key(key))
         if row is None:
             raise AuthenticationError("invalid API key")
         if row["revoked_at"] is not None:
@@ -466,7 +410,7 @@ class Auth:
         # last_used_at is written at most once a minute per key: no write per request.
         if now - self._touched.get(row["id"], 0.0) > 60:
             self._touched[row["id"]] = now
-            await self.store.auth.touch_key(row["id"], now)
+            await self.repo.touch_key(row["id"], now)
         models = tuple(row["models"]) if row["models"] is not None else None
         return Principal("key", row["name"], row["scope"], models, key_id=row["id"])
 
@@ -478,7 +422,7 @@ class Auth:
             raise AuthenticationError("the token has expired") from None
         except jwt.PyJWTError:
             raise AuthenticationError("invalid token") from None
-        user = await self.store.auth.get_user(str(claims["sub"]))
+        user = await self.repo.get_user(str(claims["sub"]))
         if user is None:
             raise AuthenticationError("the token's user no longer exists")
         return Principal("user", user["username"], user["scope"])

@@ -18,7 +18,7 @@ every ``downloads.progress_interval_s`` and on every state change.
 from __future__ import annotations
 
 import asyncio
-import datetime
+import dataclasses
 import hashlib
 import logging
 import os
@@ -29,18 +29,29 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, AsyncIterator
 
 import httpx
 
-from llmd.core.hub import Hub, check_hub_id, normalize_source, ollama_display_id, parse_ollama_ref
+from llmd.config import Config
+from llmd.core.background import Background
+from llmd.core.events import EventBroker
+from llmd.core.hub import Hub, check_hub_id, normalize_source, ollama_display_id, parse_ollama_ref, quantization_of
+from llmd.core.registry import Model, Registry
+from llmd.core.types import Page
 from llmd.errors import (
-    ChecksumMismatchError, DownloadNotFoundError, HubUnavailableError, InsufficientStorageError, InternalError,
-    InvalidActionError, LlmdError, ModelExistsError, ModelNotFoundError, ShuttingDownError, ValidationError,
+    ChecksumMismatchError,
+    DownloadNotFoundError,
+    HubUnavailableError,
+    InsufficientStorageError,
+    InternalError,
+    InvalidActionError,
+    LlmdError,
+    ModelExistsError,
+    ModelNotFoundError,
+    ShuttingDownError,
+    ValidationError,
 )
-
-if TYPE_CHECKING:
-    from llmd.core import Core
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +60,8 @@ TERMINAL = ("completed", "failed", "cancelled")
 _DISK_CHECK_EVERY = 8 * 1024 * 1024  # bytes written between two free-space checks
 _FSYNC_EVERY = 32 * 1024 * 1024  # so a power cut loses little of a partial file
 _PERSIST_EVERY_S = 2.0  # how often a running task's byte count is written to its row
+_MIB = 1 << 20
+KEEPALIVE_S = 15.0  # a follower hears at least this often, so proxies keep a quiet stream open
 
 
 class _Stopped(Exception):
@@ -57,32 +70,6 @@ class _Stopped(Exception):
 
 class _Retry(Exception):
     """A failure worth another attempt (5xx, a cut connection, a short body)."""
-
-
-def human_bytes(n: float | int | None) -> str:
-    """Sizes as seed 004 writes them: ``500MB``, ``1.1GB``."""
-    n = float(n or 0)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            text = f"{n:.1f}".rstrip("0").rstrip(".") if unit != "B" else f"{n:.0f}"
-            return f"{text}{unit}"
-        n /= 1024
-    return f"{n}B"
-
-
-def hms(seconds: float | None) -> str | None:
-    """``00:01:00``."""
-    if seconds is None:
-        return None
-    s = int(round(seconds))
-    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(
-        timespec="seconds").replace("+00:00", "Z")
 
 
 def _partial(path: Path) -> Path:
@@ -100,6 +87,100 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@dataclass(frozen=True)
+class DownloadFile:
+    """One file of a download: its name in the repository, size, sha256 and where it lands."""
+
+    name: str
+    size: int
+    sha256: str | None
+    path: str
+
+
+@dataclass(frozen=True)
+class DownloadTask:
+    """A download task as the APIs show it: state, progress, speed and ETA; sizes in bytes, times in Unix seconds."""
+
+    id: str
+    model_id: str
+    source: str
+    filename: str | None
+    quantization: str | None
+    revision: str | None
+    status: str  # pending | downloading | paused | completed | failed | cancelled
+    phase: str  # transfer | verify | register
+    downloaded_bytes: int
+    total_bytes: int
+    speed_bps: float
+    eta_s: float | None
+    files: list[DownloadFile]
+    model_name: str | None
+    message: str | None
+    error: str | None
+    error_code: str | None
+    error_details: Any
+    created_at: float | None
+    updated_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    position: int | None = None  # place in the waiting line, for a pending task in the queue view
+
+    @property
+    def progress(self) -> float:
+        """Percent done."""
+        if self.total_bytes:
+            return self.downloaded_bytes / self.total_bytes * 100
+        return 100.0 if self.status == "completed" else 0.0
+
+    @property
+    def finished(self) -> bool:
+        """True once the task has ended (completed, failed or cancelled)."""
+        return self.status in TERMINAL
+
+
+@dataclass(frozen=True)
+class DownloadEvent:
+    """A change of download tasks: ``progress``, ``status``, ``deleted``, or the ``snapshot`` a follower starts with."""
+
+    kind: str
+    tasks: list[DownloadTask]
+
+
+@dataclass(frozen=True)
+class DownloadQueue:
+    """What runs now, what waits (in order), what is paused, and the concurrency limit."""
+
+    max_concurrent: int
+    active: list[DownloadTask]
+    pending: list[DownloadTask]
+    paused: list[DownloadTask]
+    total_speed_bps: float
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Disk figures of the models directory, and what unfinished downloads hold or still need (bytes)."""
+
+    models_dir: str
+    total_bytes: int
+    used_bytes: int
+    free_bytes: int
+    models_bytes: int
+    partial_bytes: int
+    reserved_bytes: int
+    margin_bytes: int
+
+    @property
+    def usage_percent(self) -> float:
+        """Used over total, in percent."""
+        return self.used_bytes / self.total_bytes * 100 if self.total_bytes else 0.0
+
+    @property
+    def available_for_downloads_bytes(self) -> int:
+        """Free space less what unfinished downloads still need and the safety margin."""
+        return max(0, self.free_bytes - self.reserved_bytes - self.margin_bytes)
 
 
 @dataclass
@@ -136,12 +217,17 @@ class Transfer:
 class DownloadManager:
     """Download tasks: create, run a bounded number at once, pause, resume, cancel, report, recover."""
 
-    def __init__(self, core: "Core") -> None:
-        self.core = core
-        self.hub = Hub(core)
+    def __init__(self, config: Config, repo: Any, *, registry: Registry, hub: Hub, events: EventBroker,
+                 background: Background) -> None:
+        self.config = config
+        self.repo = repo  # llmd.store.downloads.DownloadRepo
+        self.registry = registry
+        self.hub = hub
+        self.events = events
+        self.background = background
         self._running: dict[str, Transfer] = {}
         self._workers: dict[str, asyncio.Task] = {}
-        self._pool = ThreadPoolExecutor(max_workers=max(1, core.config.downloads.max_concurrent),
+        self._pool = ThreadPoolExecutor(max_workers=max(1, config.downloads.max_concurrent),
                                         thread_name_prefix="llmd-download")
         self._kick_lock = asyncio.Lock()
         self._closing = False
@@ -149,12 +235,12 @@ class DownloadManager:
     @property
     def models_dir(self) -> Path:
         """Where downloaded files land."""
-        return self.core.config.models_dir
+        return self.config.models_dir
 
     # -- lifecycle ----------------------------------------------------------
     async def start(self) -> None:
         """Recover after a restart or crash: finish registrations, requeue interrupted transfers, start the queue."""
-        for row in await self.core.store.downloads.in_states(("pending", "downloading")):
+        for row in await self.repo.in_states(("pending", "downloading")):
             if row["phase"] == "register":
                 try:
                     await self._finish(row)
@@ -164,7 +250,7 @@ class DownloadManager:
                     log.exception("recovering download %s failed", row["id"])
                     await self._fail(row["id"], InternalError("recovering the download failed; see the log"))
             elif row["status"] == "downloading":
-                await self.core.store.downloads.set_status_if(
+                await self.repo.set_status_if(
                     row["id"], ("downloading",), "pending", message="interrupted; resuming from the partial file")
                 log.info("download %s (%s) was interrupted; it resumes", row["id"], row["model_id"])
         await self._kick()
@@ -181,7 +267,7 @@ class DownloadManager:
 
     # -- requests -----------------------------------------------------------
     async def create(self, model_id: str, source: str | None, filename: str | None = None,
-                     quantization: str | None = None) -> tuple[dict[str, Any], bool]:
+                     quantization: str | None = None) -> tuple[DownloadTask, bool]:
         """Start (or find) the download of ``model_id``; returns the task and whether it is new.
 
         The hub is asked for the file list now, so a repository or file that
@@ -189,7 +275,7 @@ class DownloadManager:
         same request while an earlier task is unfinished (or finished and its
         model still registered) returns that task: re-running a pull attaches.
         """
-        if self.core.shutting_down or self._closing:
+        if self.background.stopping or self._closing:
             raise ShuttingDownError()
         src = normalize_source(source)
         check_hub_id(model_id, "model_id")
@@ -197,16 +283,16 @@ class DownloadManager:
             raise ValidationError("filename must be a file name inside the repository", field="filename")
         if src == "ollama":
             model_id = ollama_display_id(*parse_ollama_ref(model_id))
-        existing = await self.core.store.downloads.find_active(model_id, src, filename, quantization)
+        existing = await self.repo.find_active(model_id, src, filename, quantization)
         if existing is not None:
             if existing["status"] != "completed":
                 return self._view(existing), False
-            model = await self.core.registry.find(existing["model_name"] or "")
+            model = await self.registry.find(existing["model_name"] or "")
             if model is not None and Path(model.path).exists():
                 return self._view(existing), False
         plan = await self.hub.plan(model_id, src, filename, quantization)
         task_id = f"task_{uuid.uuid4().hex[:12]}"
-        row = await self.core.store.downloads.insert(
+        row = await self.repo.insert(
             task_id, plan.model_id, src, filename=filename, quantization=quantization, revision=plan.revision,
             files=[f.to_dict() for f in plan.files], total_bytes=plan.total_bytes)
         log.info("download %s: %s from %s (%s, %d bytes)", task_id, plan.model_id, src,
@@ -215,46 +301,70 @@ class DownloadManager:
         await self._kick()
         return self._view(await self._row(task_id)), True
 
-    async def get(self, task_id: str) -> dict[str, Any]:
-        """One task as the API shows it."""
+    async def get(self, task_id: str) -> DownloadTask:
+        """One task."""
         return self._view(await self._row(task_id))
 
-    async def list(self, status: str | None, page: int, page_size: int) -> dict[str, Any]:
-        """A page of tasks, newest first, with the seed's pagination block."""
+    async def list(self, status: str | None, page: int, page_size: int) -> Page[DownloadTask]:
+        """A page of tasks, newest first; ``status`` filters."""
         if status is not None and status not in STATES:
             raise ValidationError(f"status must be one of {', '.join(STATES)}", field="status")
-        total = await self.core.store.downloads.count(status)
-        rows = await self.core.store.downloads.list(status, limit=page_size, offset=(page - 1) * page_size)
-        pages = (total + page_size - 1) // page_size
-        return {"items": [self._view(r) for r in rows], "tasks": [self._view(r) for r in rows],
-                "pagination": {"page": page, "page_size": page_size, "total": total, "total_pages": pages,
-                               "has_next": page < pages, "has_prev": page > 1}}
+        total = await self.repo.count(status)
+        rows = await self.repo.list(status, limit=page_size, offset=(page - 1) * page_size)
+        return Page([self._view(r) for r in rows], total, page, page_size)
 
-    async def queue(self) -> dict[str, Any]:
-        """What runs now, what waits (in order), and how many are paused."""
-        rows = await self.core.store.downloads.in_states(("pending", "downloading", "paused"))
+    async def queue(self) -> DownloadQueue:
+        """What runs now, what waits (in order), and what is paused."""
+        rows = await self.repo.in_states(("pending", "downloading", "paused"))
         active = [self._view(r) for r in rows if r["status"] == "downloading"]
-        pending = [{**self._view(r), "position": i + 1}
+        pending = [dataclasses.replace(self._view(r), position=i + 1)
                    for i, r in enumerate(r for r in rows if r["status"] == "pending")]
         paused = [self._view(r) for r in rows if r["status"] == "paused"]
-        return {"max_concurrent": self.core.config.downloads.max_concurrent, "active": active, "pending": pending,
-                "paused": paused, "active_count": len(active), "pending_count": len(pending),
-                "paused_count": len(paused), "total_speed_bps": round(sum(t.speed for t in self._running.values()))}
+        return DownloadQueue(self.config.downloads.max_concurrent, active, pending, paused,
+                             sum(t.speed for t in self._running.values()))
 
-    async def storage(self) -> dict[str, Any]:
+    async def storage(self) -> Storage:
         """Disk figures for the models directory, and what downloads hold or still need."""
-        rows = await self.core.store.downloads.in_states(("pending", "downloading", "paused"))
-        reserved = 0
-        for r in rows:
-            reserved += max(0, r["total_bytes"] - self._view(r)["downloaded_bytes"])
-        figures = await asyncio.to_thread(self._storage_figures)
-        margin = self.core.config.downloads.disk_margin_mb * 1024 * 1024
-        figures.update({"disk_margin_mb": self.core.config.downloads.disk_margin_mb,
-                        "reserved_bytes": reserved, "reserved": human_bytes(reserved),
-                        "available_for_downloads_bytes": max(0, figures["free_bytes"] - reserved - margin)})
-        return figures
+        rows = await self.repo.in_states(("pending", "downloading", "paused"))
+        reserved = sum(max(0, r["total_bytes"] - self._view(r).downloaded_bytes) for r in rows)
+        usage, models, partial = await asyncio.to_thread(self._storage_figures)
+        return Storage(str(self.models_dir), usage.total, usage.used, usage.free, models, partial, reserved,
+                       self.config.downloads.disk_margin_mb * 1024 * 1024)
 
-    def _storage_figures(self) -> dict[str, Any]:
+    async def follow(self, task_id: str | None) -> AsyncIterator[DownloadEvent | None]:
+        """A snapshot, then every change: of one task (ending once it has finished or is deleted), or of all.
+
+        ``None`` comes after ``downloads.keepalive`` seconds of quiet, for a
+        keep-alive. An unknown ``task_id`` raises before anything is sent.
+        """
+        if task_id is not None:
+            await self.get(task_id)
+        return self._follow(task_id)
+
+    async def _follow(self, task_id: str | None) -> AsyncIterator[DownloadEvent | None]:
+        with self.events.subscribe("download.*" if task_id is None else f"download.{task_id}") as sub:
+            # Read after subscribing, so no change between the two is lost.
+            if task_id is None:
+                snapshot = (await self.list(None, 1, 100)).items
+            else:
+                try:
+                    snapshot = [await self.get(task_id)]
+                except DownloadNotFoundError:
+                    return  # deleted in between
+            yield DownloadEvent("snapshot", snapshot)
+            if task_id is not None and snapshot[0].finished:
+                return
+            while True:
+                item = await sub.get(timeout=KEEPALIVE_S)
+                if item is None:
+                    yield None
+                    continue
+                event: DownloadEvent = item[1]
+                yield event
+                if task_id is not None and (event.kind == "deleted" or event.tasks[0].finished):
+                    return
+
+    def _storage_figures(self) -> tuple[Any, int, int]:
         self.models_dir.mkdir(parents=True, exist_ok=True)
         usage = shutil.disk_usage(self.models_dir)
         models = partial = 0
@@ -267,15 +377,9 @@ class DownloadManager:
                         models += p.stat().st_size
             except OSError:
                 continue
-        gb = 1024 ** 3
-        return {"models_dir": str(self.models_dir), "total_bytes": usage.total, "used_bytes": usage.used,
-                "free_bytes": usage.free, "total_gb": round(usage.total / gb, 2), "used_gb": round(usage.used / gb, 2),
-                "free_gb": round(usage.free / gb, 2),
-                "usage_percent": round(usage.used / usage.total * 100, 1) if usage.total else 0.0,
-                "models_bytes": models, "models_size": human_bytes(models), "partial_bytes": partial,
-                "partial_size": human_bytes(partial)}
+        return usage, models, partial
 
-    async def pause(self, task_id: str) -> dict[str, Any]:
+    async def pause(self, task_id: str) -> DownloadTask:
         """Pause a pending or running task; its partial file stays for the resume."""
         row = await self._row(task_id)
         if row["status"] == "paused":
@@ -283,7 +387,7 @@ class DownloadManager:
         if row["status"] in TERMINAL or row["phase"] == "register":
             raise InvalidActionError(f"download {task_id} is {row['status']}; only pending or downloading "
                                      f"tasks can be paused", details={"status": row["status"]})
-        moved = await self.core.store.downloads.set_status_if(
+        moved = await self.repo.set_status_if(
             task_id, ("pending", "downloading"), "paused", message="paused")
         t = self._running.get(task_id)
         if moved and t is not None:
@@ -293,7 +397,7 @@ class DownloadManager:
         self._publish(row, "status")
         return self._view(row)
 
-    async def resume(self, task_id: str) -> dict[str, Any]:
+    async def resume(self, task_id: str) -> DownloadTask:
         """Queue a paused (or failed) task again; it continues from its partial file."""
         row = await self._row(task_id)
         if row["status"] in ("pending", "downloading"):
@@ -301,11 +405,11 @@ class DownloadManager:
         if row["status"] in ("completed", "cancelled"):
             raise InvalidActionError(f"download {task_id} is {row['status']} and cannot be resumed",
                                      details={"status": row["status"]})
-        if self.core.shutting_down or self._closing:
+        if self.background.stopping or self._closing:
             raise ShuttingDownError()
         if row["phase"] == "register":
             return await self._retry_registration(row)
-        await self.core.store.downloads.set_status_if(
+        await self.repo.set_status_if(
             task_id, ("paused", "failed"), "pending", message="resumed", error=None, error_code=None,
             error_details=None, finished_at=None)
         row = await self._row(task_id)
@@ -313,13 +417,13 @@ class DownloadManager:
         await self._kick()
         return self._view(await self._row(task_id))
 
-    async def cancel(self, task_id: str) -> dict[str, Any]:
+    async def cancel(self, task_id: str) -> DownloadTask:
         """Cancel a task that has not finished; its partial files are deleted."""
         row = await self._row(task_id)
         if row["status"] in TERMINAL or row["phase"] == "register":
             raise InvalidActionError(f"download {task_id} is {row['status']} and cannot be cancelled",
                                      details={"status": row["status"]})
-        moved = await self.core.store.downloads.set_status_if(
+        moved = await self.repo.set_status_if(
             task_id, ("pending", "downloading", "paused"), "cancelled", message="cancelled",
             finished_at=time.time())
         if moved:
@@ -333,7 +437,7 @@ class DownloadManager:
         await self._kick()
         return self._view(row)
 
-    async def delete(self, task_id: str) -> dict[str, Any]:
+    async def delete(self, task_id: str) -> DownloadTask:
         """Forget a task; a running one is stopped and its partial files deleted (a registered model stays)."""
         row = await self._row(task_id)
         if row["phase"] == "register" and row["status"] not in TERMINAL:
@@ -344,14 +448,15 @@ class DownloadManager:
             await self._wait_worker(task_id)
         if row["status"] != "completed":
             await asyncio.to_thread(self._remove_partials, row)
-        await self.core.store.downloads.delete(task_id)
-        self.core.events.publish(f"download.{task_id}", {**self._view(row), "event": "deleted"})
+        await self.repo.delete(task_id)
+        view = self._view(row)
+        self.events.publish(f"download.{task_id}", DownloadEvent("deleted", [view]))
         await self._kick()
-        return {"id": task_id, "task_id": task_id, "deleted": True}
+        return view
 
     # -- internals --------------------------------------------------------------
     async def _row(self, task_id: str) -> dict[str, Any]:
-        row = await self.core.store.downloads.get(task_id)
+        row = await self.repo.get(task_id)
         if row is None:
             raise DownloadNotFoundError(f"no download task '{task_id}'", field="task_id")
         return row
@@ -361,7 +466,7 @@ class DownloadManager:
         if w is not None and not w.done():
             await asyncio.wait([w], timeout=30)
 
-    def _view(self, row: dict[str, Any]) -> dict[str, Any]:
+    def _view(self, row: dict[str, Any]) -> DownloadTask:
         t = self._running.get(row["id"])
         total = int(row["total_bytes"] or 0)
         if row["status"] == "completed":
@@ -372,34 +477,28 @@ class DownloadManager:
             done = int(row["downloaded_bytes"] or 0)
         speed = t.speed if t is not None and row["status"] == "downloading" else 0.0
         eta = (total - done) / speed if speed > 0 and total > done else None
-        files = [{"name": f["name"], "size": f["size"], "sha256": f.get("sha256"),
-                  "path": str(self.models_dir / f["path"])} for f in row["files"]]
-        return {
-            "id": row["id"], "task_id": row["id"], "model_id": row["model_id"], "source": row["source"],
-            "filename": files[0]["name"] if files else row["filename"],
-            "quantization": row["quantization"] or (_quant_of(files[0]["name"]) if files else None),
-            "revision": row["revision"], "status": row["status"], "phase": row["phase"],
-            "progress": round(done / total * 100, 2) if total else (100.0 if row["status"] == "completed" else 0.0),
-            "downloaded_size": human_bytes(done), "total_size": human_bytes(total),
-            "speed": f"{human_bytes(speed)}/s", "eta": hms(eta),
-            "downloaded_bytes": done, "total_bytes": total, "speed_bps": round(speed), "eta_seconds":
-                round(eta, 1) if eta is not None else None,
-            "files": files, "model_name": row["model_name"], "message": row["message"],
-            "error": row["error"], "error_code": row["error_code"], "error_details": row["error_details"],
-            "created_at": _iso(row["created_at"]), "updated_at": _iso(row["updated_at"]),
-            "started_at": _iso(row["started_at"]), "completed_at": _iso(row["finished_at"]),
-        }
+        files = [DownloadFile(f["name"], f["size"], f.get("sha256"), str(self.models_dir / f["path"]))
+                 for f in row["files"]]
+        return DownloadTask(
+            id=row["id"], model_id=row["model_id"], source=row["source"],
+            filename=files[0].name if files else row["filename"],
+            quantization=row["quantization"] or (quantization_of(files[0].name) if files else None),
+            revision=row["revision"], status=row["status"], phase=row["phase"], downloaded_bytes=done,
+            total_bytes=total, speed_bps=speed, eta_s=eta, files=files, model_name=row["model_name"],
+            message=row["message"], error=row["error"], error_code=row["error_code"],
+            error_details=row["error_details"], created_at=row["created_at"], updated_at=row["updated_at"],
+            started_at=row["started_at"], finished_at=row["finished_at"])
 
     def _publish(self, row: dict[str, Any], event: str) -> None:
-        self.core.events.publish(f"download.{row['id']}", {**self._view(row), "event": event})
+        self.events.publish(f"download.{row['id']}", DownloadEvent(event, [self._view(row)]))
 
     async def _kick(self) -> None:
         """Start pending tasks, oldest first, while fewer than ``max_concurrent`` run."""
-        if self._closing or self.core.shutting_down:
+        if self._closing or self.background.stopping:
             return
         async with self._kick_lock:
-            limit = max(1, self.core.config.downloads.max_concurrent)
-            for row in await self.core.store.downloads.in_states(("pending",)):
+            limit = max(1, self.config.downloads.max_concurrent)
+            for row in await self.repo.in_states(("pending",)):
                 if len(self._workers) >= limit:
                     break
                 if row["id"] in self._workers:
@@ -416,7 +515,7 @@ class DownloadManager:
                 await self._kick()
 
     async def _run_inner(self, task_id: str) -> None:
-        store = self.core.store.downloads
+        store = self.repo
         if not await store.set_status_if(task_id, ("pending",), "downloading", started_at=time.time(),
                                          message="downloading", error=None, error_code=None, error_details=None):
             return
@@ -453,7 +552,7 @@ class DownloadManager:
             await asyncio.gather(reporter, return_exceptions=True)
 
     async def _stopped(self, task_id: str, t: Transfer) -> None:
-        store = self.core.store.downloads
+        store = self.repo
         await store.update(task_id, downloaded_bytes=t.downloaded)
         if t.reason == "shutdown":
             await store.set_status_if(task_id, ("downloading",), "pending",
@@ -464,7 +563,7 @@ class DownloadManager:
                 await asyncio.to_thread(self._remove_partials, row)
             self._publish(row, "status")
 
-    async def _retry_registration(self, row: dict[str, Any]) -> dict[str, Any]:
+    async def _retry_registration(self, row: dict[str, Any]) -> DownloadTask:
         """Resume a task whose verified files were in place but whose registration failed: register again.
 
         Its files are not downloaded again. If they are gone, the task goes
@@ -473,14 +572,14 @@ class DownloadManager:
         verified files).
         """
         task_id = row["id"]
-        if not await self.core.store.downloads.set_status_if(
+        if not await self.repo.set_status_if(
                 task_id, ("failed",), "downloading", message="registering again", error=None, error_code=None,
                 error_details=None, finished_at=None):
             return self._view(await self._row(task_id))
         try:
             await self._finish(await self._row(task_id))
         except LlmdError as err:
-            await self.core.store.downloads.update(task_id, phase="transfer")
+            await self.repo.update(task_id, phase="transfer")
             await self._fail(task_id, err)
         except Exception:  # noqa: BLE001 - logged with traceback; the task says what happened
             log.exception("registering download %s failed", task_id)
@@ -489,27 +588,27 @@ class DownloadManager:
 
     async def _fail(self, task_id: str, err: LlmdError) -> None:
         log.warning("download %s failed: %s", task_id, err.message)
-        await self.core.store.downloads.set_status_if(
+        await self.repo.set_status_if(
             task_id, ("pending", "downloading"), "failed", message=err.message, error=err.message,
             error_code=err.code.upper(), error_details=err.details, finished_at=time.time())
-        row = await self.core.store.downloads.get(task_id)
+        row = await self.repo.get(task_id)
         if row is not None:
             self._publish(row, "status")
 
     async def _report(self, t: Transfer) -> None:
         """Progress events every ``progress_interval_s``; the byte count persisted every few seconds."""
-        interval = max(0.05, float(self.core.config.downloads.progress_interval_s))
+        interval = max(0.05, float(self.config.downloads.progress_interval_s))
         last_persist = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             t.sample()
-            row = await self.core.store.downloads.get(t.task_id)
+            row = await self.repo.get(t.task_id)
             if row is None or row["status"] != "downloading":
                 continue
             self._publish(row, "progress")
             if time.monotonic() - last_persist >= _PERSIST_EVERY_S:
                 last_persist = time.monotonic()
-                await self.core.store.downloads.update(t.task_id, downloaded_bytes=t.downloaded)
+                await self.repo.update(t.task_id, downloaded_bytes=t.downloaded)
 
     def _bytes_on_disk(self, files: list[dict[str, Any]]) -> int:
         n = 0
@@ -532,20 +631,20 @@ class DownloadManager:
 
     # -- the transfer thread --------------------------------------------------------
     def _check_disk(self, need: int) -> None:
-        margin = self.core.config.downloads.disk_margin_mb * 1024 * 1024
+        margin = self.config.downloads.disk_margin_mb * 1024 * 1024
         self.models_dir.mkdir(parents=True, exist_ok=True)
         usage = shutil.disk_usage(self.models_dir)
         if usage.free < need + margin:
             raise InsufficientStorageError(
-                f"not enough disk space in {self.models_dir}: {human_bytes(need)} to download plus a margin of "
-                f"{human_bytes(margin)} needed, {human_bytes(usage.free)} free",
+                f"not enough disk space in {self.models_dir}: {need / _MIB:.1f} MiB to download plus a margin of "
+                f"{margin / _MIB:.1f} MiB needed, {usage.free / _MIB:.1f} MiB free",
                 details={"required_bytes": need, "margin_bytes": margin, "free_bytes": usage.free,
                          "total_bytes": usage.total, "path": str(self.models_dir)})
 
     def _transfer_all(self, t: Transfer, files: list[dict[str, Any]], headers: dict[str, str]) -> None:
         """Fetch every file into its .partial, then verify them all (runs on a download thread)."""
         self._check_disk(t.total - t.downloaded)
-        timeout = float(self.core.config.hub.timeout_s)
+        timeout = float(self.config.hub.timeout_s)
         with httpx.Client(follow_redirects=True, timeout=httpx.Timeout(timeout, read=max(30.0, timeout * 3))) as client:
             for f in files:
                 self._fetch(client, t, f, headers)
@@ -558,8 +657,8 @@ class DownloadManager:
         part = _partial(final)
         part.parent.mkdir(parents=True, exist_ok=True)
         size = int(f["size"])
-        retries = max(0, self.core.config.downloads.retries)
-        backoff = max(0.0, float(self.core.config.downloads.retry_backoff_s))
+        retries = max(0, self.config.downloads.retries)
+        backoff = max(0.0, float(self.config.downloads.retry_backoff_s))
         failures = 0
         while True:
             if t.stop.is_set():
@@ -700,23 +799,23 @@ class DownloadManager:
         task_id = row["id"]
         path = await asyncio.to_thread(self._rename_all, row["files"])
         model = None
-        for m in await self.core.registry.list():
+        for m in await self.registry.list():
             if m.path == str(path):
                 model = m
                 break
         if model is None:
             model = await self._register(row, path)
-        await self.core.store.downloads.update(
+        await self.repo.update(
             task_id, status="completed", model_name=model.name, finished_at=time.time(),
             downloaded_bytes=row["total_bytes"], message=f"completed; registered as '{model.name}'",
             error=None, error_code=None, error_details=None)
         log.info("download %s completed: %s registered as %s", task_id, path, model.name)
         self._publish(await self._row(task_id), "status")
 
-    async def _register(self, row: dict[str, Any], path: Path) -> Any:
+    async def _register(self, row: dict[str, Any], path: Path) -> Model:
         base = row["model_id"]
         first = row["files"][0]
-        quant = row["quantization"] or _quant_of(first["name"])
+        quant = row["quantization"] or quantization_of(first["name"])
         stem = Path(first["name"]).name.removesuffix(".gguf")
         candidates = [base]
         if quant:
@@ -728,20 +827,15 @@ class DownloadManager:
             "url": first["url"]}}
         reg_source = "hf" if row["source"] == "huggingface" else "ollama"
         for name in candidates:
-            if await self.core.registry.find(name) is not None:
+            if await self.registry.find(name) is not None:
                 continue
             aliases = []
-            if name != base and await self.core.registry.find(base) is None:
+            if name != base and await self.registry.find(base) is None:
                 aliases.append(base)
             try:
-                return await self.core.registry.add_file(path, name, source=reg_source, aliases=aliases,
+                return await self.registry.add_file(path, name, source=reg_source, aliases=aliases,
                                                          metadata=metadata)
             except ModelExistsError:
                 continue
         raise InternalError(f"no free registry name for {base}")
 
-
-def _quant_of(name: str) -> str | None:
-    from llmd.core.hub import quantization_of
-
-    return quantization_of(name)

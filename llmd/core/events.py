@@ -36,7 +36,7 @@ class Subscription:
         """The next event, or ``None`` after ``timeout`` seconds without one."""
         try:
             return await asyncio.wait_for(self.queue.get(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
 
     async def __aiter__(self) -> AsyncIterator[tuple[str, Any]]:

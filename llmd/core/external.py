@@ -1,8 +1,8 @@
 """External engines: a deployment served by a supervised OpenAI-compatible server process (vLLM).
 
-:class:`ExternalDeployment` has the outward interface of
-``llmd.core.deployments.Deployment``, so every dialect works on a ``vllm``
-model: Core hands it ``GenerateRequest`` objects and it proxies them to the
+:class:`ExternalDeployment` keeps the contract of
+:class:`llmd.core.deployment.Deployment`, so every dialect works on a ``vllm``
+model: the inference path hands it ``GenerateRequest`` objects and it proxies them to the
 server's ``/v1/chat/completions`` or ``/v1/completions`` (always streamed),
 turning the chunks into :class:`TokenEvent` objects; embeddings go to
 ``/v1/embeddings``.
@@ -20,7 +20,6 @@ deployment into ``error`` with the server's last lines.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
@@ -32,28 +31,38 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, AsyncIterator, Callable, Sequence
+from typing import Any, AsyncIterator, Sequence
 
 import httpx
 
 from llmd.config import Config
-from llmd.core.deployments import Deployment, Generation
+from llmd.core.deployment import Deployment, FinishHook, Generation, LogSink, StateHook
 from llmd.core.engine.base import LoadSettings
-from llmd.core.events import EventBroker
 from llmd.core.generation import apply_defaults
 from llmd.core.registry import Model
 from llmd.core.types import (
-    DeploymentState, EmbeddingResult, FinishReason, GenerateRequest, GenerationResult, SamplingParams, Timings,
-    TokenEvent, Usage,
+    DeploymentState,
+    EmbeddingResult,
+    FinishReason,
+    GenerateRequest,
+    GenerationResult,
+    SamplingParams,
+    Timings,
+    TokenEvent,
+    Usage,
 )
 from llmd.errors import (
-    EngineError, EngineNotInstalledError, LlmdError, OperationTimeoutError, ServerBusyError,
-    ShuttingDownError, ValidationError,
+    EngineError,
+    EngineNotInstalledError,
+    LlmdError,
+    OperationTimeoutError,
+    ServerBusyError,
+    ShuttingDownError,
+    ValidationError,
 )
 
 log = logging.getLogger(__name__)
 
-_LOG_LINES = 1000  # log lines kept in memory, as for in-process deployments
 _TAIL = 12  # server lines quoted in the error of an unexpected exit
 _STOP_GRACE_S = 15.0  # SIGTERM to SIGKILL
 _POLL_S = 0.5  # readiness polling interval
@@ -62,8 +71,6 @@ _PR_SET_PDEATHSIG = 1
 # Environment that belongs to this daemon and must not reach the child (systemd's notify and
 # socket-activation variables, and llmd's own settings, which a stand-in llmd would read).
 _PRIVATE_ENV = ("LLMD_", "NOTIFY_SOCKET", "WATCHDOG_", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
-
-LogSink = Callable[[str, str], Any]  # (level, message)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -132,7 +139,7 @@ def _upstream_error(status: int, body: bytes) -> LlmdError:
     return EngineError(text, details={"upstream_status": status})
 
 
-class ExternalGeneration:
+class ExternalGeneration(Generation):
     """One proxied generation: iterate it for :class:`TokenEvent`; then ``result`` holds the outcome.
 
     ``meta`` (dialect, endpoint) is what the request log records; leaving the
@@ -140,9 +147,10 @@ class ExternalGeneration:
     generation too.
     """
 
-    def __init__(self, deployment: "ExternalDeployment", response: httpx.Response, *, chat: bool,
+    def __init__(self, deployment: ExternalDeployment, response: httpx.Response, *, chat: bool,
                  meta: dict[str, Any], submitted: float) -> None:
         self.deployment = deployment
+        self.model = deployment.model.name
         self.meta = meta
         self.result: GenerationResult | None = None
         self.prompt_tokens = 0  # known once the server reports usage
@@ -218,11 +226,7 @@ class ExternalGeneration:
             timings=Timings(ttft_s=(first - self._submitted) if first else 0.0, duration_s=now - self._submitted,
                             decode_tps=(completion / decode_s) if decode_s > 0 else 0.0),
             model=self.deployment.model.name, error=error)
-        self.deployment._finished(self, self.result)
-
-    # The same waiting as an in-process generation's: iterate to the end, then the result.
-    collect = Generation.collect
-    collect_or_raise = Generation.collect_or_raise
+        self.deployment._generation_done(self, self.result)
 
     def cancel(self, reason: FinishReason = FinishReason.CANCELLED, error: LlmdError | None = None) -> None:
         """Stop the generation: close the upstream response (the server stops generating too)."""
@@ -234,83 +238,34 @@ class ExternalGeneration:
             self._finish("", reason, None, 0, None, error)
 
 
-class ExternalDeployment:
-    """A deployment whose engine is another process; same outward interface as ``Deployment``."""
+class ExternalDeployment(Deployment):
+    """A deployment whose engine is another process (an OpenAI-compatible server such as vLLM)."""
 
-    external = True
+    kind = "vllm"
 
     def __init__(self, model: Model, settings: LoadSettings, config: Config, *,
-                 on_state: Callable[[Any], None] | None = None,
-                 on_finish: Callable[..., None] | None = None,
-                 events: EventBroker | None = None,
+                 on_state: StateHook | None = None, on_finish: FinishHook | None = None,
                  log_sink: LogSink | None = None) -> None:
-        self.model = model
-        self.settings = settings
+        super().__init__(model, settings, queue_size=config.engine.queue_size, on_state=on_state,
+                         on_finish=on_finish, log_sink=log_sink)
         self.config = config
-        self.state = DeploymentState.PENDING
-        self.error: str | None = None
-        self.failure: LlmdError | None = None  # the typed error behind ``error``, for the start task
-        self.loaded: Any = None  # truthy while the server answers (the in-process ``LoadedModel``'s place)
-        self.logs: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=_LOG_LINES)
-        self.started_at: float | None = None
-        self.load_seconds: float | None = None
-        self.completed = 0
-        self.queue_size = config.engine.queue_size
-        # Set by Core, as for Deployment.
-        self.id: Any = None
-        self.port: int | None = None
-        self.pinned = False
-        self.last_used = time.time()
         # The server.
         self.command: list[str] = []
         self.engine_port: int | None = None
-        self.pid: int | None = None
         self.served_model: str | None = None
-        self._on_state = on_state
-        self._on_finish = on_finish
-        self._events = events
-        if log_sink is None:
-            # The same persistent per-model log file as in-process deployments, so that the
-            # logs route shows the server's lines for a stopped model too.
-            from llmd.core.modellog import ModelLog
-
-            log_sink = ModelLog(config.state_dir / "logs", model.name, events).write
-        self._log_sink = log_sink
         self._proc: asyncio.subprocess.Process | None = None
         self._client: httpx.AsyncClient | None = None
         self._reader: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
         self._active: set[ExternalGeneration] = set()
-        self._closing = False
-        self._loaded_event = asyncio.Event()
-
-    # -- log and state ----------------------------------------------------
-    def log(self, level: str, message: str) -> None:
-        """Append a line to this deployment's log and publish it (topic ``log.<model>``)."""
-        message = message.rstrip()
-        ts = time.time()
-        self.logs.append((ts, level, message))
-        self._log_sink(level, message)
-
-    def _set_state(self, state: DeploymentState, error: LlmdError | str | None = None) -> None:
-        if isinstance(error, LlmdError):
-            self.failure, error = error, error.message
-        elif error is None:
-            self.failure = None
-        self.state = state
-        self.error = error
-        self.log("error" if error else "info", f"state {state.value}" + (f": {error}" if error else ""))
-        if self._on_state:
-            self._on_state(self)
 
     def _fail(self, error: LlmdError) -> None:
-        self.loaded = None
         self._set_state(DeploymentState.ERROR, error)
         self._loaded_event.set()
 
     # -- lifecycle --------------------------------------------------------
     def _values(self) -> dict[str, Any]:
-        gmu = getattr(self.settings, "gpu_memory_utilization", None) or 0.9
+        gmu = self.gpu_memory_utilization or 0.9
         target = self.model.config.get("model_path") or self.model.config.get("model_name") or self.model.path
         return {"model": target, "port": self.engine_port, "max_model_len": self.settings.n_ctx,
                 "gpu_memory_utilization": gmu, "name": self.model.name}
@@ -344,8 +299,7 @@ class ExternalDeployment:
             self._fail(EngineError(f"cannot start the engine of '{self.model.name}' ({exe}): {exc}",
                                    details={"command": template}))
             return
-        self.pid = self._proc.pid
-        self.log("info", f"started {shlex.join(self.command)} (pid {self.pid}) on 127.0.0.1:{self.engine_port}")
+        self.log("info", f"started {shlex.join(self.command)} (pid {self._proc.pid}) on 127.0.0.1:{self.engine_port}")
         self._reader = asyncio.ensure_future(self._read_output(self._proc))
         self._client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.engine_port}",
                                          timeout=httpx.Timeout(300.0, connect=10.0))
@@ -359,7 +313,6 @@ class ExternalDeployment:
             return
         self.load_seconds = time.monotonic() - t0
         self.started_at = time.time()
-        self.loaded = self
         self._watcher = asyncio.ensure_future(self._watch(self._proc))
         self.log("info", f"the engine answers on 127.0.0.1:{self.engine_port}, serving '{self.served_model}'"
                          f" (ready after {self.load_seconds:.1f}s)")
@@ -451,20 +404,17 @@ class ExternalDeployment:
             return
         await self._drain_output()
         err = EngineError(self._exit_message(code), details={"exit_code": code})
-        self.loaded = None
         for gen in list(self._active):
             gen.cancel(FinishReason.ERROR, err)
         self._set_state(DeploymentState.ERROR, err)
 
-    async def wait_loaded(self, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds for the start to finish (either way)."""
-        if timeout > 0 and not self._loaded_event.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._loaded_event.wait(), timeout)
-
     async def stop(self, reason: FinishReason = FinishReason.SHUTDOWN,
-                   message: str = "llmd is shutting down") -> None:
-        """End running generations (their error says ``message``) and the server process."""
+                   message: str = "llmd is shutting down", *, graceful: bool = False) -> None:
+        """End running generations (their error says ``message``) and the server process.
+
+        ``graceful`` is accepted for the contract's sake; the server's own
+        SIGTERM handling decides how in-flight requests end.
+        """
         if self.state in (DeploymentState.STOPPED, DeploymentState.STOPPING):
             return
         self._closing = True
@@ -472,8 +422,8 @@ class ExternalDeployment:
         err = ShuttingDownError(message) if reason is FinishReason.SHUTDOWN else None
         for gen in list(self._active):
             gen.cancel(reason, err)
-        self.loaded = None
         await self._terminate()
+        self.stopped_at = time.time()
         self._set_state(DeploymentState.STOPPED)
         self._loaded_event.set()
 
@@ -487,7 +437,7 @@ class ExternalDeployment:
             self._signal(proc, signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), _STOP_GRACE_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.log("warning", f"the engine did not stop within {_STOP_GRACE_S:g}s; killing it")
                 self._signal(proc, signal.SIGKILL)
                 await proc.wait()
@@ -508,10 +458,11 @@ class ExternalDeployment:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(sig)
 
-    # -- admission --------------------------------------------------------
-    # The running marker (``self``), or the dialect's "model not loaded" error: the same rule as in process.
-    require_running = Deployment.require_running
+    def is_idle(self) -> bool:
+        """Running with no request in flight."""
+        return self.state is DeploymentState.RUNNING and not self._active
 
+    # -- work -------------------------------------------------------------
     def _sampling(self, params: SamplingParams) -> dict[str, Any]:
         """OpenAI fields (plus vLLM's ``top_k``/``min_p``/``repetition_penalty``) for the request."""
         defaults = self.model.config
@@ -534,7 +485,7 @@ class ExternalDeployment:
 
     async def generate(self, req: GenerateRequest) -> ExternalGeneration:
         """Send ``req`` to the server (streamed); errors of the server surface here, before any token."""
-        self.require_running()
+        self.check_running()
         if req.params.grammar:
             raise ValidationError("grammar-constrained output is not supported on external (vllm) engines",
                                   field="grammar")
@@ -571,18 +522,15 @@ class ExternalDeployment:
             raise _upstream_error(resp.status_code, raw)
         return resp
 
-    def _finished(self, gen: ExternalGeneration, result: GenerationResult) -> None:
+    def _generation_done(self, gen: ExternalGeneration, result: GenerationResult) -> None:
         self._active.discard(gen)
-        self.completed += 1
-        self.last_used = time.time()
         if result.error is not None and result.finish_reason is FinishReason.ERROR:
             self.log("error", f"generation failed: {result.error.message}")
-        if self._on_finish is not None:
-            self._on_finish(gen, result)
+        self._finished(gen.meta, result)
 
     async def embed(self, inputs: Sequence[str]) -> EmbeddingResult:
         """Embeddings of ``inputs`` from the server's ``/v1/embeddings``."""
-        self.require_running()
+        self.check_running()
         if not inputs:
             raise ValidationError("input must not be empty", field="input")
         self.last_used = time.time()
@@ -597,29 +545,19 @@ class ExternalDeployment:
             raise EngineError(f"the external engine sent an unreadable embeddings answer: {exc}") from None
         return EmbeddingResult(vectors=vectors, prompt_tokens=tokens, model=self.model.name)
 
-    def cancel(self, job: Any, reason: FinishReason = FinishReason.CANCELLED) -> None:
-        """Stop one generation (``Deployment.cancel``'s counterpart)."""
-        if isinstance(job, ExternalGeneration):
-            job.cancel(reason)
+    # -- figures ----------------------------------------------------------
+    @property
+    def device(self) -> str | None:
+        """Another process runs the model."""
+        return "external"
 
-    def stats(self) -> dict[str, Any]:
-        """Activity figures for health, status and the APIs (the shape of ``Deployment.stats``)."""
-        return {
-            "model": self.model.name,
-            "state": self.state.value,
-            "error": self.error,
-            "queued": 0,
-            "active": len(self._active),
-            "queue_size": self.queue_size,
-            "slots": self.settings.n_slots,
-            "completed": self.completed,
-            "device": "external",
-            "load_seconds": self.load_seconds,
-            "settings": self.settings.to_dict(),
-            "external": True,
-            "framework": self.model.framework,
-            "pid": self.pid if self._proc is not None and self._proc.returncode is None else None,
+    @property
+    def pid(self) -> int | None:
+        """The server's process, while it runs."""
+        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
+
+    def _activity(self) -> dict[str, Any]:
+        return {"active": len(self._active), "slots": self.settings.n_slots, "engine": {
+            "framework": self.model.framework, "pid": self.pid,
             "engine_url": f"http://127.0.0.1:{self.engine_port}" if self.engine_port else None,
-            "served_model": self.served_model,
-            "command": shlex.join(self.command) if self.command else None,
-        }
+            "served_model": self.served_model, "command": shlex.join(self.command) if self.command else None}}

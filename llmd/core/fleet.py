@@ -1,43 +1,62 @@
-"""Deployments: one per model, shared by every dialect; their lifecycle, placement and keep-alive.
+"""The fleet: one deployment per model, shared by every API; their lifecycle, placement and keep-alive.
 
-``Fleet`` is the part of :class:`llmd.core.Core` that starts, stops,
-restarts, restores, evicts and unloads deployments, binds their ports and
-records their state. It is a mixin: it works on the attributes that
-``Core.__init__`` sets (config, store, engine, registry, events, auth,
-deployments and the bookkeeping dicts), so that every dialect keeps calling
-one object.
+:class:`Fleet` starts, stops, restarts, restores, evicts and unloads
+deployments, binds their ports (through :class:`llmd.core.ports.PortMap`) and
+records their state in the store. It resolves the model a request names
+(the default model for none; a credential limited to other models gets a 403
+here) and finds the deployment that serves it. Every dialect's "load",
+"start", "deploy" and "unload" ends up in one of its methods.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import time
-from typing import Any, AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import psutil
 
+from llmd.config import Config
 from llmd.core import placement
-from llmd.core.deployments import Deployment, Job
-from llmd.core.engine.base import LoadSettings
-from llmd.core.modellog import ModelLog
-from llmd.core.registry import Model
-from llmd.core.types import DeploymentState, FinishReason, GenerationResult
+from llmd.core.auth import Auth
+from llmd.core.background import Background
+from llmd.core.deployment import Deployment, DeploymentInfo, FinishHook
+from llmd.core.engine.base import Engine, LoadSettings
+from llmd.core.events import EventBroker
+from llmd.core.external import ExternalDeployment
+from llmd.core.local import LocalDeployment
+from llmd.core.modellog import LogEntry, ModelLogs
+from llmd.core.ports import PortMap
+from llmd.core.registry import Model, Registry
+from llmd.core.types import DeploymentState, FinishReason
 from llmd.errors import (
-    ConflictError, DeploymentNotFoundError, DeploymentNotRunningError, EngineError, InsufficientResourcesError,
-    LlmdError, OperationTimeoutError, ShuttingDownError, ValidationError,
+    ChatNotSupportedError,
+    DeploymentNotFoundError,
+    DeploymentNotRunningError,
+    EngineError,
+    InsufficientResourcesError,
+    InvalidActionError,
+    LlmdError,
+    ModelNotLoadedError,
+    OperationTimeoutError,
+    ShuttingDownError,
+    ValidationError,
 )
 
 log = logging.getLogger("llmd.core")
 
 # Deployment states that hold (or are about to hold) memory.
 LIVE = (DeploymentState.PENDING, DeploymentState.STARTING, DeploymentState.RUNNING)
-# Keys of ``start_deployment(settings=...)``.
+# Keys of ``Fleet.start(settings=...)``.
 SETTING_KEYS = ("n_ctx", "max_model_len", "n_threads", "n_gpu_layers", "n_batch", "parallel", "kv_unified",
                 "gpu_memory_utilization")
 _FOREVER = 10 * 365 * 86400.0
+StatusHook = Callable[[str], None]
 
 
 def was_serving(row: dict[str, Any]) -> bool:
@@ -49,73 +68,314 @@ def was_serving(row: dict[str, Any]) -> bool:
     return row["state"] == "running" or (row["state"] == "stopped" and row.get("stop_reason") == "shutdown")
 
 
-class Listeners:
-    """What Core needs to serve a deployment on its own port; the daemon provides the real one.
-
-    ``start`` raises :class:`ConflictError` when the port is taken. Core never
-    imports the web server: the daemon wires an object with these two methods.
-    """
-
-    async def start(self, port: int, model: str) -> None:  # pragma: no cover - protocol
-        """Serve the OpenAI dialect for just ``model`` on ``port``."""
-        raise NotImplementedError
-
-    async def stop(self, port: int) -> None:  # pragma: no cover - protocol
-        """Stop serving ``port``."""
-        raise NotImplementedError
-
-
 def dep_id(row_id: int) -> str:
     """The public id of deployment row ``row_id``."""
     return f"deploy_{row_id}"
 
 
-class Fleet:
-    """Deployment lifecycle for :class:`llmd.core.Core` (see the module docstring)."""
+def _row_id(deployment_id: str) -> int | None:
+    if deployment_id.startswith("deploy_") and deployment_id[7:].isdigit() and len(deployment_id) < 27:
+        return int(deployment_id[7:])
+    return None
 
-    async def restore_deployments(self) -> None:
+
+@dataclass(frozen=True)
+class LoadResult:
+    """The outcome of a load: the deployment, and whether a wish for the GPU could be met."""
+
+    deployment: DeploymentInfo
+    quantization: str | None
+    gpu_available: bool
+    prefer_gpu: bool | None = None
+
+
+@dataclass(frozen=True)
+class Unloaded:
+    """The outcome of an unload."""
+
+    model: str
+    was_loaded: bool
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a loaded model runs with: its file, context, offload, device and sampling defaults."""
+
+    model: Model
+    n_ctx: int
+    n_gpu_layers: int
+    device: str | None
+    sampling: dict[str, Any]  # the effective defaults: temperature, top_p, top_k, repeat_penalty, max_tokens
+
+
+@dataclass(frozen=True)
+class DeploymentHealth:
+    """A deployment's health verdict: healthy, busy (its queue is full) or unhealthy."""
+
+    info: DeploymentInfo
+    verdict: str
+    uptime_s: float | None
+    checked_at: float
+
+
+class Fleet:
+    """Deployments, one per model: lifecycle, placement within the memory budget, ports, keep-alive."""
+
+    def __init__(self, config: Config, engine: Engine, registry: Registry, repo: Any, *, auth: Auth,
+                 logs: ModelLogs, events: EventBroker, background: Background, on_finish: FinishHook,
+                 on_status: StatusHook | None = None) -> None:
+        self.config = config
+        self.engine = engine
+        self.registry = registry
+        self.repo = repo  # llmd.store.deployments.DeploymentRepo
+        self.auth = auth
+        self.logs = logs
+        self.events = events
+        self.background = background
+        self.ports = PortMap(config.server.port, logs.write)
+        self._on_finish = on_finish
+        self._on_status = on_status or (lambda _msg: None)
+        self._deployments: dict[str, Deployment] = {}  # model name -> its live deployment
+        self._ids: dict[str, str] = {}  # deployment id -> model name
+        # One placement decision at a time: two starts must not both see the same free memory.
+        self._place_lock = asyncio.Lock()
+        self._idle_task: asyncio.Task | None = None
+        self._to_restore: list[dict[str, Any]] = []
+
+    # -- lifecycle of the fleet -------------------------------------------------
+    async def start(self) -> None:
+        """Record truthfully that nothing runs, load the default model, start the keep-alive loop.
+
+        The deployments that served when the daemon last stopped are remembered
+        for :meth:`restore`, which the daemon calls once it can serve their ports.
+        """
+        rows = await self.repo.list()
+        self._to_restore = [r for r in rows if was_serving(r)] if self.config.deployments.restore else []
+        # Deployments that were starting or running when the daemon died are not running now.
+        await self.repo.mark_all(("pending", "starting", "running", "stopping"), "stopped")
+        for row in rows:
+            self._ids[dep_id(row["id"])] = row["model"]
+        if self.config.models.load_default:
+            model = await self.registry.find(self.config.models.default)
+            if model is None:
+                log.warning("default model '%s' is not registered; nothing is loaded", self.config.models.default)
+                self._on_status(f"default model {self.config.models.default} not found")
+            else:
+                try:
+                    await self.start_model(model.name, wait=False)
+                except LlmdError as exc:
+                    log.error("the default model %s cannot start: %s", model.name, exc.message)
+                    self._on_status(f"default model {model.name} cannot start: {exc.message}")
+        self._idle_task = asyncio.ensure_future(self._idle_loop())
+
+    async def restore(self) -> None:
         """Start again the deployments that served when the daemon last stopped (``deployments.restore``).
 
-        Called by the daemon once the port listener hook is wired, since a
-        restored deployment may serve its own port.
-        """
-        rows, self._to_restore = self._to_restore, []
-        for row in rows:
-            await self._restore(row)
-
-    async def _restore(self, row: dict[str, Any]) -> None:
-        """Start again, in the background, a deployment that served when the daemon last stopped.
-
-        It comes back with the settings, port and pin it had, except that the
+        Each comes back with the settings, port and pin it had, except that the
         default model keeps the settings of the current config (it may already
         be loading through ``models.load_default``; then only its port and pin
         are put back). A restore that cannot happen (the port is taken, the
         budget is short) is logged in the deployment's log and does not stop
         the daemon.
         """
+        rows, self._to_restore = self._to_restore, []
+        for row in rows:
+            await self._restore(row)
+
+    async def _restore(self, row: dict[str, Any]) -> None:
+        name = row["model"]
         default = await self.registry.find(self.config.models.default)
         settings: dict[str, Any] | None = None
-        if default is None or default.name != row["model"]:
+        if default is None or default.name != name:
             settings = dict(row.get("settings") or {})
             if row.get("gpu_memory_utilization") is not None:
                 settings["gpu_memory_utilization"] = row["gpu_memory_utilization"]
-        self.model_log(row["model"]).write("info", "restoring: it was serving when the daemon last stopped")
+        self.logs.write(name, "info", "restoring: it was serving when the daemon last stopped")
         try:
-            await self.start_deployment(row["model"], settings=settings, port=row.get("port"),
-                                        pinned=bool(row.get("pinned")), wait=False,
-                                        model_source=row.get("model_source"))
-            log.info("restoring the deployment of %s", row["model"])
+            await self.start_model(name, settings=settings, port=row.get("port"), pinned=bool(row.get("pinned")),
+                                   wait=False, model_source=row.get("model_source"))
+            log.info("restoring the deployment of %s", name)
         except LlmdError as exc:
-            self.model_log(row["model"]).write("error", f"not restored: {exc.message}")
-            log.warning("the deployment of %s was not restored: %s", row["model"], exc.message)
+            self.logs.write(name, "error", f"not restored: {exc.message}")
+            log.warning("the deployment of %s was not restored: %s", name, exc.message)
         except Exception:  # noqa: BLE001 - one bad record must not keep the daemon from starting
-            self.model_log(row["model"]).write("error", "not restored: internal error; see the daemon's log")
-            log.exception("restoring the deployment of %s failed", row["model"])
+            self.logs.write(name, "error", "not restored: internal error; see the daemon's log")
+            log.exception("restoring the deployment of %s failed", name)
 
+    async def shutdown(self) -> None:
+        """End open generations with a final event, unload every model, stop serving extra ports."""
+        if self._idle_task is not None:
+            self._idle_task.cancel()
+        for d in self._deployments.values():
+            if d.state in LIVE:
+                d.stop_reason = "shutdown"
+        await asyncio.gather(*(d.stop(FinishReason.SHUTDOWN) for d in list(self._deployments.values())))
+        for port in self.ports.bound():
+            await self.ports.release(port)
+
+    # -- finding deployments ----------------------------------------------------
+    async def resolve(self, name: str | None) -> Model:
+        """The model a request names (name, alias or ``model-<n>``), or the default model for none.
+
+        A credential limited to other models gets a 403 here.
+        """
+        model = await self.registry.get(name or self.config.models.default)
+        self.auth.check_model(model)
+        return model
+
+    def get(self, name: str) -> Deployment | None:
+        """The live deployment of model ``name`` (its registry name), if any."""
+        return self._deployments.get(name)
+
+    def live(self) -> list[Deployment]:
+        """Every deployment in memory now (in any state)."""
+        return list(self._deployments.values())
+
+    def default(self) -> Deployment | None:
+        """The deployment of the default model, if any."""
+        return self._deployments.get(self.config.models.default)
+
+    def state_of(self, name: str) -> DeploymentState:
+        """The state of model ``name``'s deployment: ``stopped`` without a live one."""
+        dep = self._deployments.get(name)
+        return dep.state if dep is not None else DeploymentState.STOPPED
+
+    async def serving(self, name: str | None) -> Deployment:
+        """The running deployment of ``name``; waits for a load in progress up to ``engine.load_wait_s``."""
+        if self.background.stopping:
+            raise ShuttingDownError()
+        model = await self.resolve(name)
+        dep = self._deployments.get(model.name)
+        if dep is None:
+            raise ModelNotLoadedError(
+                f"model '{model.name}' is not loaded", details={"model": model.name, "state": "stopped"})
+        if dep.state in (DeploymentState.PENDING, DeploymentState.STARTING):
+            await dep.wait_loaded(self.config.engine.load_wait_s)
+        dep.check_running()
+        return dep
+
+    def by_id(self, deployment_id: str) -> Deployment:
+        """The live deployment with id ``deploy_<n>``.
+
+        Raises :class:`DeploymentNotFoundError` for an unknown id and
+        :class:`DeploymentNotRunningError` for a known one that is stopped.
+        """
+        name = self._ids.get(deployment_id)
+        if name is None:
+            raise DeploymentNotFoundError(f"deployment '{deployment_id}' does not exist",
+                                          field="deployment_id", details={"deployment_id": deployment_id})
+        dep = self._deployments.get(name)
+        if dep is None or dep.id != deployment_id:
+            raise DeploymentNotRunningError(f"deployment '{deployment_id}' ({name}) is stopped",
+                                            details={"deployment_id": deployment_id, "model": name,
+                                                     "state": DeploymentState.STOPPED.value})
+        self.auth.check_model(dep.model)  # a key limited to other models gets a 403 here
+        return dep
+
+    async def running_by_id(self, deployment_id: str, *, model: str | None = None,
+                            chat: bool = False) -> Deployment:
+        """The running deployment ``deployment_id`` to generate with.
+
+        ``model``, when a body names one, must exist (an unknown one is named
+        in a 404, as everywhere). A deployment that is not running is
+        DEPLOYMENT_NOT_RUNNING; ``chat`` on a model without a chat template is
+        CHAT_NOT_SUPPORTED.
+        """
+        if model:
+            await self.resolve(model)
+        dep = self.by_id(deployment_id)
+        if dep.state is not DeploymentState.RUNNING:
+            state = _public_state(dep.state)
+            raise DeploymentNotRunningError(
+                f"deployment '{deployment_id}' is {state}, not running",
+                details={"deployment_id": deployment_id, "status": state, "error": dep.error})
+        if chat and not dep.model.chat_template and dep.kind == "llama.cpp":
+            raise ChatNotSupportedError(f"model '{dep.model.name}' has no chat template; use "
+                                        f"/api/completions/{deployment_id}",
+                                        details={"deployment_id": deployment_id, "model": dep.model.name})
+        return dep
+
+    async def runtime(self, name: str | None = None) -> Runtime:
+        """What the running model ``name`` (the default for none) runs with; 503 until it is loaded."""
+        dep = await self.serving(name)
+        info = dep.info()
+        return Runtime(model=dep.model, n_ctx=dep.n_ctx, n_gpu_layers=dep.n_gpu_layers, device=info.device,
+                       sampling=self.sampling_defaults(dep.model))
+
+    def sampling_defaults(self, model: Model) -> dict[str, Any]:
+        """The sampling a request that names nothing gets: the model's own config, then [sampling]."""
+        s = self.config.sampling
+        out = {"temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k,
+               "repeat_penalty": s.repeat_penalty, "max_tokens": s.max_tokens}
+        for key in out:
+            value = model.config.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[key] = value
+        return out
+
+    # -- records ----------------------------------------------------------------
+    async def record(self, deployment_id: str) -> DeploymentInfo:
+        """A deployment in any state: the live figures, or the stored record of a stopped one."""
+        row_id = _row_id(deployment_id)
+        row = await self.repo.get(row_id) if row_id is not None and deployment_id in self._ids else None
+        if row is None:
+            self._ids.pop(deployment_id, None)
+            raise DeploymentNotFoundError(f"deployment '{deployment_id}' does not exist",
+                                          field="deployment_id", details={"deployment_id": deployment_id})
+        return self._info(row)
+
+    async def records(self, state: str | None = None) -> list[DeploymentInfo]:
+        """Every deployment record (live figures where live), optionally only those in ``state``."""
+        out = []
+        for row in await self.repo.list():
+            self._ids[dep_id(row["id"])] = row["model"]
+            info = self._info(row)
+            if state is None or _public_state(info.state) == state:
+                out.append(info)
+        return out
+
+    def _info(self, row: dict[str, Any]) -> DeploymentInfo:
+        dep = self._deployments.get(row["model"])
+        rid = dep_id(row["id"])
+        if dep is not None and dep.id == rid:
+            return dataclasses.replace(dep.info(), updated_at=row.get("updated_at"),
+                                       created_at=row.get("created_at") or dep.created_at)
+        return DeploymentInfo(
+            deployment_id=rid, model=row["model"], state=DeploymentState(row["state"]),
+            error=row.get("error"), settings=row.get("settings") or {}, port=row.get("port"),
+            pinned=bool(row.get("pinned")), memory_bytes=row.get("memory_bytes") or 0,
+            model_source=row.get("model_source"), gpu_memory_utilization=row.get("gpu_memory_utilization"),
+            created_at=row.get("created_at"), started_at=row.get("started_at"), stopped_at=row.get("stopped_at"),
+            updated_at=row.get("updated_at"), last_used=row.get("last_used"), stop_reason=row.get("stop_reason"),
+            note=row.get("note"), live=False)
+
+    async def health_of(self, deployment_id: str) -> DeploymentHealth:
+        """``healthy`` when running with room in its queue, ``busy`` when the queue is full, else ``unhealthy``."""
+        info = await self.record(deployment_id)
+        verdict = "busy" if info.queue_full else "healthy" if info.running else "unhealthy"
+        uptime = round(time.time() - info.started_at, 1) if info.running and info.started_at else None
+        return DeploymentHealth(info, verdict, uptime, time.time())
+
+    async def model_of(self, deployment_id: str) -> tuple[DeploymentInfo, Model]:
+        """A deployment and the registry entry of its model."""
+        info = await self.record(deployment_id)
+        return info, await self.resolve(info.model)
+
+    async def logs_of(self, deployment_id: str, lines: int) -> tuple[DeploymentInfo, list[LogEntry]]:
+        """The deployment and the last ``lines`` lines of its model's log."""
+        info = await self.record(deployment_id)
+        return info, await self.logs.tail(info.model, lines)
+
+    async def follow_logs_of(self, deployment_id: str, lines: int, heartbeat_s: float) -> Any:
+        """The deployment's model's log, followed (see :meth:`ModelLogs.follow`); the id is checked first."""
+        info = await self.record(deployment_id)
+        return self.logs.follow(info.model, lines, heartbeat_s)
+
+    # -- settings ---------------------------------------------------------------
     def load_settings(self, model: Model) -> LoadSettings:
         """Runtime settings for ``model``: the model's own config first, then the engine config."""
         e = self.config.engine
-        cfg = getattr(model, "config", None) or {}
+        cfg = model.config
 
         def own(key: str) -> int | None:
             value = cfg.get(key)
@@ -131,7 +391,7 @@ class Fleet:
                             n_slots=e.parallel, kv_unified=e.kv_unified)
 
     def _settings_for(self, model: Model, settings: dict[str, Any] | None) -> tuple[LoadSettings, float | None]:
-        """LoadSettings from a ``start_deployment`` settings dict, and the recorded gpu_memory_utilization."""
+        """LoadSettings from a start's settings dict, and the recorded gpu_memory_utilization."""
         s = {k: v for k, v in (settings or {}).items() if v is not None}
         unknown = sorted(set(s) - set(SETTING_KEYS))
         if unknown:
@@ -159,7 +419,7 @@ class Fleet:
         if util is not None and (isinstance(util, bool) or not isinstance(util, (int, float)) or not 0 < util <= 1):
             raise ValidationError("gpu_memory_utilization must be a number in (0, 1]", field="gpu_memory_utilization")
         gpu_layers = integer("n_gpu_layers", -1, 100000)
-        if gpu_layers is None and util is not None and self._has_gpu():
+        if gpu_layers is None and util is not None and self.has_gpu():
             gpu_layers = -1  # a share of the GPU asked for: offload every layer (llama.cpp has no finer knob)
         kv = s.get("kv_unified")
         if kv is not None and not isinstance(kv, bool):
@@ -175,43 +435,29 @@ class Fleet:
         )
         return out, (float(util) if util is not None else None)
 
-    def _has_gpu(self) -> bool:
-        probe = getattr(self.engine, "supports_gpu", None)
+    def has_gpu(self) -> bool:
+        """Whether the engine can offload layers to a GPU (answered once by the engine)."""
         try:
-            return bool(probe()) if callable(probe) else False
+            return bool(self.engine.supports_gpu())
         except Exception:  # noqa: BLE001 - no answer means no GPU
             return False
 
-    def model_log(self, name: str) -> ModelLog:
-        """The persistent log of model ``name`` (created on first use)."""
-        ml = self._logs.get(name)
-        if ml is None:
-            ml = self._logs[name] = ModelLog(self.config.state_dir / "logs", name, self.events)
-        return ml
-
-    def _new_deployment(self, model: Model, settings: LoadSettings | None = None) -> Any:
-        settings = settings or self.load_settings(model)
-        if getattr(model, "framework", "llama.cpp") == "vllm":
-            from llmd.core.external import ExternalDeployment
-
-            dep: Any = ExternalDeployment(model, settings, self.config, on_state=self._state_changed,
-                                          on_finish=self._record_request, events=self.events,
-                                          log_sink=self.model_log(model.name).write)
+    # -- starting ---------------------------------------------------------------
+    def _new_deployment(self, model: Model, settings: LoadSettings) -> Deployment:
+        sink = functools.partial(self.logs.write, model.name)
+        dep: Deployment
+        if model.framework == "vllm":
+            dep = ExternalDeployment(model, settings, self.config, on_state=self._state_changed,
+                                     on_finish=self._on_finish, log_sink=sink)
         else:
-            dep = Deployment(model, settings, self.engine,
-                             queue_size=self.config.engine.queue_size, prefill_chunk=self.config.engine.prefill_chunk,
-                             on_finish=self._record_request, on_state=self._state_changed,
-                             log_sink=self.model_log(model.name).write)
-        for attr, value in (("memory_bytes", 0), ("stop_reason", None), ("note", None), ("port", None),
-                            ("pinned", False), ("id", ""), ("model_source", None), ("gpu_memory_utilization", None)):
-            if not hasattr(dep, attr):
-                setattr(dep, attr, value)
-        if not hasattr(dep, "last_used"):
-            dep.last_used = time.time()
-        self.deployments[model.name] = dep
+            dep = LocalDeployment(model, settings, self.engine, queue_size=self.config.engine.queue_size,
+                                  sampling=self.config.sampling, max_tokens_limit=self.config.limits.max_tokens,
+                                  prefill_chunk=self.config.engine.prefill_chunk, on_state=self._state_changed,
+                                  on_finish=self._on_finish, log_sink=sink)
+        self._deployments[model.name] = dep
         return dep
 
-    async def _start_deployment(self, dep: Any) -> Any:
+    async def _run_start(self, dep: Deployment) -> Deployment:
         name = dep.model.name
         self._on_status(f"loading model {name}")
         await dep.start()
@@ -221,17 +467,12 @@ class Fleet:
         else:
             self._on_status(f"model {name} failed to load: {dep.error}")
             if dep.state is DeploymentState.ERROR and dep.port is not None:
-                await self._release_port(dep.port)
+                await self.ports.release(dep.port)
         return dep
 
-    async def deploy(self, model: Model) -> Deployment:
-        """Load ``model`` into the engine (returns once loaded or failed)."""
-        return await self.start_deployment(model.name, wait=True)
-
-    # -- deployments (one per model, shared by every dialect) -------------
-    async def start_deployment(self, name: str | None, *, settings: dict[str, Any] | None = None,
-                               port: int | None = None, pinned: bool | None = None, wait: bool = True,
-                               timeout: float | None = None, model_source: str | None = None) -> Any:
+    async def start_model(self, name: str | None, *, settings: dict[str, Any] | None = None,
+                          port: int | None = None, pinned: bool | None = None, wait: bool = True,
+                          timeout: float | None = None, model_source: str | None = None) -> Deployment:
         """Start (load) the deployment of model ``name``, or return the running one.
 
         Running with equal settings: returned as is (``pinned`` and ``port``
@@ -243,61 +484,70 @@ class Fleet:
         deployment's ``error`` state); ``timeout`` expired raises
         :class:`OperationTimeoutError` while the load goes on.
         """
-        if self.shutting_down:
+        if self.background.stopping:
             raise ShuttingDownError()
         model = await self.resolve(name)
         load, util = self._settings_for(model, settings)
         if port is not None and not 1 <= port <= 65535:
             raise ValidationError("port must be 1-65535", field="port")
         async with self._place_lock:
-            existing = self.deployments.get(model.name)
+            existing = self._deployments.get(model.name)
             if existing is not None and existing.state in LIVE and existing.settings == load:
-                if pinned is not None and pinned != existing.pinned:
-                    existing.pinned = pinned
-                    existing.log("info", "pinned" if pinned else "unpinned")
-                if port is not None and port != existing.port:
-                    await self._bind_port(port, model.name)
-                    if existing.port is not None:
-                        await self._release_port(existing.port)
-                    existing.port = port
-                if util is not None:
-                    existing.gpu_memory_utilization = util
-                if model_source:
-                    existing.model_source = model_source
-                await self._persist(existing)
-                dep = existing
-                created = False
+                await self._update_running(existing, port, pinned, util, model_source)
+                dep, created = existing, False
             else:
-                keep_port = existing.port if existing is not None else None
-                if existing is not None:
-                    pinned = existing.pinned if pinned is None else pinned
-                    port = existing.port if port is None else port
-                # Everything that can refuse the start comes before anything is stopped.
-                plan = await self._plan(model, load)
-                fresh_port = port is not None and port != keep_port
-                if fresh_port:
-                    await self._bind_port(port, model.name)
-                try:
-                    if existing is not None:
-                        if existing.state in LIVE:
-                            existing.log("info", "restarting with new settings")
-                        await self._stop_dep(existing, "restart", "restarting with new settings",
-                                             release_port=port != keep_port)
-                    for victim in plan.evict:
-                        await self._evict(victim, model.name, plan)
-                    dep = await self._create(model, load, util, port, pinned, model_source, plan.needed)
-                except BaseException:
-                    if fresh_port and port is not None:
-                        await self._release_port(port)
-                    raise
+                dep = await self._replace(model, existing, load, util, port, pinned, model_source)
                 created = True
         if created:
-            self._spawn(self._start_deployment(dep))
+            self.background.spawn(self._run_start(dep))
         if wait:
             await self._wait_loaded(dep, timeout)
         return dep
 
-    async def _wait_loaded(self, dep: Any, timeout: float | None) -> None:
+    async def _update_running(self, dep: Deployment, port: int | None, pinned: bool | None, util: float | None,
+                              model_source: str | None) -> None:
+        """A start that asks for what already runs: only its pin, port and labels change."""
+        if pinned is not None and pinned != dep.pinned:
+            dep.pinned = pinned
+            dep.log("info", "pinned" if pinned else "unpinned")
+        if port is not None and port != dep.port:
+            await self.ports.bind(port, dep.model.name)
+            if dep.port is not None:
+                await self.ports.release(dep.port)
+            dep.port = port
+        if util is not None:
+            dep.gpu_memory_utilization = util
+        if model_source:
+            dep.model_source = model_source
+        await self._persist(dep)
+
+    async def _replace(self, model: Model, existing: Deployment | None, load: LoadSettings, util: float | None,
+                       port: int | None, pinned: bool | None, model_source: str | None) -> Deployment:
+        """Plan, evict, stop the old deployment of the model (if any) and create the new one (not started)."""
+        keep_port = existing.port if existing is not None else None
+        if existing is not None:
+            pinned = existing.pinned if pinned is None else pinned
+            port = existing.port if port is None else port
+        # Everything that can refuse the start comes before anything is stopped.
+        plan = await self._plan(model, load)
+        fresh_port = port is not None and port != keep_port
+        if fresh_port:
+            await self.ports.bind(port, model.name)  # type: ignore[arg-type]
+        try:
+            if existing is not None:
+                if existing.state in LIVE:
+                    existing.log("info", "restarting with new settings")
+                await self._stop_dep(existing, "restart", "restarting with new settings",
+                                     release_port=port != keep_port)
+            for victim in plan.evict:
+                await self._evict(victim, model.name, plan)
+            return await self._create(model, load, util, port, pinned, model_source, plan.needed)
+        except BaseException:
+            if fresh_port and port is not None:
+                await self.ports.release(port)
+            raise
+
+    async def _wait_loaded(self, dep: Deployment, timeout: float | None) -> None:
         await dep.wait_loaded(_FOREVER if timeout is None else timeout)
         if dep.state in (DeploymentState.PENDING, DeploymentState.STARTING):
             raise OperationTimeoutError(
@@ -307,10 +557,9 @@ class Fleet:
 
     async def _plan(self, model: Model, load: LoadSettings) -> placement.Plan:
         """Will ``model`` fit the budget (after evictions)? InsufficientResourcesError with the figures if not."""
-        external = getattr(model, "framework", "llama.cpp") == "vllm"
-        needed = 0 if external else await asyncio.to_thread(
+        needed = 0 if model.framework == "vllm" else await asyncio.to_thread(
             placement.estimate_bytes, model.path, load.n_ctx, load.n_slots, model.size_bytes)
-        live = [d for d in self.deployments.values() if d.state in LIVE and d.model.name != model.name]
+        live = [d for d in self._deployments.values() if d.state in LIVE and d.model.name != model.name]
         budget = placement.budget_bytes(self.config.deployments.memory_budget_mb)
         plan = placement.plan(needed, budget, live)
         if not plan.fits:
@@ -322,14 +571,14 @@ class Fleet:
         return plan
 
     async def _create(self, model: Model, load: LoadSettings, util: float | None, port: int | None,
-                      pinned: bool | None, model_source: str | None, needed: int) -> Any:
+                      pinned: bool | None, model_source: str | None, needed: int) -> Deployment:
         """Record and build the deployment (not started yet)."""
         if pinned is None:
             pinned = self.config.deployments.pin_default and model.name == await self._default_name()
-        row = await self.store.deployments.save(model.name, state=DeploymentState.PENDING.value,
-                                                settings=load.to_dict(), error=None, port=port, pinned=pinned,
-                                                stop_reason=None, note=None, memory_bytes=needed,
-                                                gpu_memory_utilization=util, model_source=model_source)
+        row = await self.repo.save(model.name, state=DeploymentState.PENDING.value,
+                                   settings=load.to_dict(), error=None, port=port, pinned=pinned,
+                                   stop_reason=None, note=None, memory_bytes=needed,
+                                   gpu_memory_utilization=util, model_source=model_source)
         dep = self._new_deployment(model, load)
         if row is not None:
             dep.id = dep_id(row["id"])
@@ -337,10 +586,9 @@ class Fleet:
         dep.port, dep.pinned, dep.memory_bytes = port, bool(pinned), needed
         dep.gpu_memory_utilization, dep.model_source = util, model_source
         dep.last_used = time.time()
-        self.model_log(model.name).write(
-            "info", f"deployment {dep.id} created: {load.to_dict()}, estimated memory "
-                    f"{needed / placement.MIB:.1f} MiB, pinned={dep.pinned}, port={port}")
-        if util is not None and not self._has_gpu():
+        self.logs.write(model.name, "info", f"deployment {dep.id} created: {load.to_dict()}, estimated memory "
+                                            f"{needed / placement.MIB:.1f} MiB, pinned={dep.pinned}, port={port}")
+        if util is not None and not self.has_gpu():
             dep.note = "no GPU: gpu_memory_utilization is recorded but the model runs on the CPU"
             dep.log("warning", f"no GPU on this machine: gpu_memory_utilization={util:g} is recorded, "
                                "the model runs on the CPU")
@@ -350,38 +598,36 @@ class Fleet:
         model = await self.registry.find(self.config.models.default)
         return model.name if model else None
 
-    async def _evict(self, victim: Any, for_model: str, plan: placement.Plan) -> None:
+    async def _evict(self, victim: Deployment, for_model: str, plan: placement.Plan) -> None:
         """Unload ``victim`` to make room for ``for_model``; logged in both models' logs and published."""
         mb = placement.MIB
         note = (f"evicted to make room for '{for_model}' (least recently used idle deployment; needed "
                 f"{plan.needed / mb:.1f} MiB, budget {plan.budget / mb:.1f} MiB, in use {plan.in_use / mb:.1f} MiB)")
         log.warning("deployment %s (%s) %s", victim.id, victim.model.name, note)
         victim.log("warning", note)
-        self.model_log(for_model).write(
-            "info", f"evicted '{victim.model.name}' ({victim.id}, {victim.memory_bytes / mb:.1f} MiB, "
-                    f"idle since {time.strftime('%H:%M:%S', time.localtime(victim.last_used))}) to make room")
+        self.logs.write(for_model, "info",
+                        f"evicted '{victim.model.name}' ({victim.id}, {victim.memory_bytes / mb:.1f} MiB, "
+                        f"idle since {time.strftime('%H:%M:%S', time.localtime(victim.last_used))}) to make room")
         self.events.publish("deployment.evicted", {"model": victim.model.name, "deployment_id": victim.id,
                                                    "for_model": for_model, "note": note})
         await self._stop_dep(victim, "evicted", f"model '{victim.model.name}' was evicted", note=note)
 
-    async def _stop_dep(self, dep: Any, reason: str, message: str, *, note: str | None = None,
+    # -- stopping ---------------------------------------------------------------
+    async def _stop_dep(self, dep: Deployment, reason: str, message: str, *, note: str | None = None,
                         graceful: bool = False, release_port: bool = True) -> None:
         """Stop ``dep``, drop it from the live deployments and free its port."""
         dep.stop_reason = reason
         if note is not None:
             dep.note = note
-        if getattr(dep, "external", False):
-            await dep.stop(FinishReason.SHUTDOWN, message)
-        else:
-            await dep.stop(FinishReason.SHUTDOWN, message, graceful=graceful)
-            await dep.wait_stopped()
-        if self.deployments.get(dep.model.name) is dep:
-            del self.deployments[dep.model.name]
-        if release_port and dep.port is not None and self._ports.get(dep.port) == dep.model.name:
-            await self._release_port(dep.port)
+        await dep.stop(FinishReason.SHUTDOWN, message, graceful=graceful)
+        await dep.wait_stopped()
+        if self._deployments.get(dep.model.name) is dep:
+            del self._deployments[dep.model.name]
+        if release_port and dep.port is not None and self.ports.owner(dep.port) == dep.model.name:
+            await self.ports.release(dep.port)
         await self._persist(dep, force=True)
 
-    async def stop_deployment(self, name: str | None, *, force: bool = False, timeout: float | None = None) -> bool:
+    async def stop_model(self, name: str | None, *, force: bool = False, timeout: float | None = None) -> bool:
         """Stop the deployment of ``name``; False if it was not running.
 
         Without ``force`` running generations may finish; after ``timeout``
@@ -389,17 +635,17 @@ class Fleet:
         With ``force`` they are cancelled at once.
         """
         model = await self.resolve(name)
-        dep = self.deployments.get(model.name)
+        dep = self._deployments.get(model.name)
         if dep is None:
             return False
         if dep.state is DeploymentState.STOPPED:
-            del self.deployments[model.name]
+            del self._deployments[model.name]
             return False
         message = f"model '{model.name}' was unloaded"
-        task = self._spawn(self._stop_dep(dep, "stopped", message, graceful=not force))
+        task = self.background.spawn(self._stop_dep(dep, "stopped", message, graceful=not force))
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise OperationTimeoutError(
                 f"model '{model.name}' is still finishing generations after {timeout:g}s; the stop goes on"
                 " (use force to cancel them)",
@@ -408,160 +654,136 @@ class Fleet:
         self._on_status(f"unloaded {model.name}")
         return True
 
-    async def restart_deployment(self, name: str | None, *, force: bool = False,
-                                 timeout: float | None = None) -> Any:
+    async def restart_model(self, name: str | None, *, force: bool = False,
+                            timeout: float | None = None) -> Deployment:
         """Stop and start again with the same settings, port and pinning (or the stored ones)."""
         model = await self.resolve(name)
-        dep = self.deployments.get(model.name)
+        dep = self._deployments.get(model.name)
         if dep is not None:
             settings, port, pinned = dep.settings.to_dict(), dep.port, dep.pinned
             util = dep.gpu_memory_utilization
-            await self.stop_deployment(model.name, force=force, timeout=timeout)
+            await self.stop_model(model.name, force=force, timeout=timeout)
         else:
-            row = await self.store.deployments.for_model(model.name) or {}
+            row = await self.repo.for_model(model.name) or {}
             settings, port, pinned = row.get("settings") or {}, row.get("port"), row.get("pinned")
             util = row.get("gpu_memory_utilization")
         settings = {k: v for k, v in settings.items() if k in SETTING_KEYS}
         if util is not None:
             settings["gpu_memory_utilization"] = util
-        return await self.start_deployment(model.name, settings=settings, port=port, pinned=pinned,
-                                           wait=True, timeout=timeout)
+        return await self.start_model(model.name, settings=settings, port=port, pinned=pinned,
+                                      wait=True, timeout=timeout)
 
-    def deployment_by_id(self, deployment_id: str) -> Any:
-        """The live deployment with id ``deploy_<n>``.
+    async def start_checked(self, name: str, *, settings: dict[str, Any] | None = None, force: bool = False,
+                            restart: bool = False, timeout: float | None = None) -> Deployment:
+        """Start (``force``: stop a running one first) or restart model ``name`` and wait for the outcome.
 
-        Raises :class:`DeploymentNotFoundError` for an unknown id and
-        :class:`DeploymentNotRunningError` for a known one that is stopped.
+        A start that did not end in ``running`` raises the deployment's own
+        typed failure (the engine's error, a missing vLLM, a timeout), so a
+        task reports why.
         """
-        name = self._ids.get(deployment_id)
-        if name is None:
-            raise DeploymentNotFoundError(f"deployment '{deployment_id}' does not exist",
-                                          field="deployment_id", details={"deployment_id": deployment_id})
-        dep = self.deployments.get(name)
-        if dep is None or dep.id != deployment_id:
-            raise DeploymentNotRunningError(f"deployment '{deployment_id}' ({name}) is stopped",
-                                            details={"deployment_id": deployment_id, "model": name,
-                                                     "state": DeploymentState.STOPPED.value})
-        self.auth.check_model(dep.model)  # a key limited to other models gets a 403 here
+        try:
+            if restart:
+                dep = await self.restart_model(name, force=force, timeout=timeout)
+            else:
+                if force and self.state_of(name) is DeploymentState.RUNNING:
+                    await self.stop_model(name, force=True, timeout=timeout)
+                dep = await self.start_model(name, settings=settings, wait=True, timeout=timeout)
+        except (OperationTimeoutError, InsufficientResourcesError):
+            raise
+        except LlmdError as err:
+            live = self._deployments.get(name)
+            failure = live.failure if live is not None else None
+            raise (failure or err) from None
+        if dep.state is not DeploymentState.RUNNING:
+            if dep.failure is not None:
+                raise dep.failure
+            raise EngineError(f"model '{name}' failed to start: {dep.error}",
+                              details={"model": name, "state": dep.state.value})
         return dep
 
-    async def deployment_record(self, deployment_id: str) -> dict[str, Any]:
-        """A deployment in any state: the live figures, or the stored record of a stopped one."""
-        name = self._ids.get(deployment_id)
-        row = None
-        if name is not None and deployment_id.startswith("deploy_") and deployment_id[7:].isdigit():
-            row = await self.store.deployments.get(int(deployment_id[7:]))
-        if row is None:
-            self._ids.pop(deployment_id, None)
-            raise DeploymentNotFoundError(f"deployment '{deployment_id}' does not exist",
-                                          field="deployment_id", details={"deployment_id": deployment_id})
-        return self._record(row)
+    # -- the same operations addressed by deployment id ---------------------------
+    async def start_deployment(self, model_id: str, *, settings: dict[str, Any], port: int | None,
+                               pinned: bool | None, wait: bool, timeout: float | None,
+                               model_source: str | None) -> tuple[DeploymentInfo, bool]:
+        """Start a deployment of ``model_id``; the record, and whether a new deployment was created."""
+        model = await self.resolve(model_id)
+        before = self._deployments.get(model.name)
+        dep = await self.start_model(model.name, settings=settings, port=port, pinned=pinned, wait=wait,
+                                     timeout=timeout, model_source=model_source)
+        return await self.record(dep.id), dep is not before
 
-    def _record(self, row: dict[str, Any]) -> dict[str, Any]:
-        dep = self.deployments.get(row["model"])
-        rec = {
-            "deployment_id": dep_id(row["id"]), "model": row["model"], "state": row["state"],
-            "error": row.get("error"), "settings": row.get("settings") or {}, "port": row.get("port"),
-            "pinned": bool(row.get("pinned")), "last_used": row.get("last_used"),
-            "started_at": row.get("started_at"), "stopped_at": row.get("stopped_at"),
-            "stop_reason": row.get("stop_reason"), "note": row.get("note"),
-            "memory_bytes": row.get("memory_bytes") or 0, "model_source": row.get("model_source"),
-            "gpu_memory_utilization": row.get("gpu_memory_utilization"),
-            "created_at": row.get("created_at"), "updated_at": row.get("updated_at"),
-            "queued": 0, "active": 0, "idle_s": 0.0, "device": None, "live": False,
-        }
-        if dep is not None and dep.id == rec["deployment_id"]:
-            stats = dep.stats()
-            rec.update({k: v for k, v in stats.items() if k != "model"})
-            rec["settings"] = dep.settings.to_dict()
-            rec["live"] = True
-        return rec
+    async def stop_deployment(self, deployment_id: str, *, force: bool, timeout: float | None) -> DeploymentInfo:
+        """Stop a live deployment; INVALID_ACTION when it is already stopped or stopping."""
+        info = await self.record(deployment_id)
+        if not info.live or info.state in (DeploymentState.STOPPED, DeploymentState.STOPPING):
+            raise InvalidActionError(f"deployment '{deployment_id}' is already {_public_state(info.state)}",
+                                     details={"deployment_id": deployment_id, "status": info.state.value})
+        await self.stop_model(info.model, force=force, timeout=timeout)
+        return await self.record(deployment_id)
 
-    async def deployment_records(self, state: str | None = None) -> list[dict[str, Any]]:
-        """Every deployment record (live figures where live), optionally in one state."""
-        out = []
-        for row in await self.store.deployments.list():
-            self._ids[dep_id(row["id"])] = row["model"]
-            rec = self._record(row)
-            if state is None or rec["state"] == state:
-                out.append(rec)
-        return out
+    async def restart_deployment(self, deployment_id: str, *, force: bool, timeout: float | None) -> DeploymentInfo:
+        """Stop (if running) and start again with the same settings and port; answers once loaded."""
+        info = await self.record(deployment_id)
+        dep = await self.restart_model(info.model, force=force, timeout=timeout)
+        return await self.record(dep.id)
 
-    async def delete_deployment(self, deployment_id: str, *, force: bool = True) -> None:
+    async def delete_deployment(self, deployment_id: str, *, force: bool = True) -> DeploymentInfo:
         """Stop (if live) and delete a deployment record; the model and its log stay."""
-        rec = await self.deployment_record(deployment_id)
-        dep = self.deployments.get(rec["model"])
+        info = await self.record(deployment_id)
+        dep = self._deployments.get(info.model)
         if dep is not None and dep.id == deployment_id:
-            await self.stop_deployment(rec["model"], force=force)
-        await self.store.deployments.delete(int(deployment_id[7:]))
+            await self.stop_model(info.model, force=force)
+        await self.repo.delete(_row_id(deployment_id))
         self._ids.pop(deployment_id, None)
-        self.model_log(rec["model"]).write("info", f"deployment {deployment_id} deleted")
+        self.logs.write(info.model, "info", f"deployment {deployment_id} deleted")
+        return info
 
-    async def model_logs(self, name: str, lines: int = 100) -> list[dict[str, Any]]:
-        """The last ``lines`` log entries of model ``name`` ({ts, level, message}), also when it is stopped."""
-        model = await self.registry.find(name) if name else None
-        return await asyncio.to_thread(self.model_log(model.name if model else name).tail, lines)
+    # -- the seed-style load and unload -----------------------------------------
+    async def load(self, name: str | None, *, quantization: str | None = None,
+                   prefer_gpu: bool | None = None) -> LoadResult:
+        """Load a registered model and wait for the load to finish.
 
-    async def follow_model_log(self, name: str, lines: int, heartbeat_s: float) -> AsyncIterator[dict[str, Any] | None]:
-        """The last ``lines`` entries of model ``name``'s log, then each new one as it is logged; ``None``
-        every ``heartbeat_s`` of quiet (for a keep-alive). Ends when the caller stops iterating.
-
-        It subscribes before it reads the tail, so no line falls between the two
-        and none is sent twice.
+        ``quantization`` picks the model of the same family with that
+        quantization. ``prefer_gpu`` True offloads every layer when the engine
+        can (the result says when it cannot), False keeps the model on the
+        CPU. Loading an already running model with no wishes joins it; other
+        settings reload it. A failed load raises :class:`EngineError`.
         """
-        with self.events.subscribe(f"log.{name}") as sub:
-            tail = await self.model_logs(name, lines)
-            seen = {(e.get("ts"), e.get("message")) for e in tail}
-            for entry in tail:
-                yield entry
-            while True:
-                got = await sub.get(heartbeat_s)
-                if got is None:
-                    yield None
-                    continue
-                entry = got[1]
-                if not isinstance(entry, dict):
-                    continue
-                if seen:
-                    if (entry.get("ts"), entry.get("message")) in seen:
-                        continue  # logged before the tail was read: already sent
-                    seen.clear()  # the queue is in order: everything after this is new
-                yield entry
+        if self.background.stopping:
+            raise ShuttingDownError()
+        model = await self.resolve(name)
+        if quantization is not None:
+            model = await self.registry.with_quantization(model.name, quantization)
+            self.auth.check_model(model)
+        gpu = await asyncio.to_thread(self.has_gpu)
+        layers = 0 if prefer_gpu is False else -1 if prefer_gpu and gpu else None
+        existing = self._deployments.get(model.name)
+        if existing is not None and existing.state in (DeploymentState.PENDING, DeploymentState.STARTING):
+            await existing.wait_loaded(3600)
+        if layers is None and existing is not None and existing.state is DeploymentState.RUNNING:
+            # A load that asks for nothing in particular joins the running deployment, whatever
+            # settings another API started it with.
+            dep = existing
+        else:
+            settings = {"n_gpu_layers": layers} if layers is not None else None
+            dep = await self.start_model(model.name, settings=settings, wait=True, timeout=3600)
+        if dep.state is not DeploymentState.RUNNING:
+            raise EngineError(f"model '{model.name}' failed to load: {dep.error}",
+                              details={"model": model.name, "state": dep.state.value})
+        return LoadResult(dep.info(), model.quantization, gpu, prefer_gpu)
 
-    # -- ports ------------------------------------------------------------
-    async def _bind_port(self, port: int, name: str) -> None:
-        owner = self._ports.get(port)
-        if owner == name:
-            return
-        if owner is not None:
-            raise ConflictError(f"port {port} is already serving the deployment of '{owner}'", field="port",
-                                details={"port": port, "model": owner})
-        if port == self.config.server.port:
-            raise ConflictError(f"port {port} is llmd's own API port", field="port", details={"port": port})
-        if self.listeners is None:
-            raise ValidationError("port: this llmd instance cannot serve extra ports (no listener hook)",
-                                  field="port")
-        await self.listeners.start(port, name)
-        self._ports[port] = name
-        self.model_log(name).write("info", f"serving the OpenAI API for this model on port {port}")
+    async def unload(self, name: str | None) -> Unloaded:
+        """Stop a model's deployment and free its memory (at once); ``was_loaded`` False if it was not."""
+        model = await self.resolve(name)
+        return Unloaded(model.name, await self.stop_model(model.name, force=True))
 
-    async def _release_port(self, port: int) -> None:
-        name = self._ports.pop(port, None)
-        if name is None or self.listeners is None:
-            return
-        try:
-            await self.listeners.stop(port)
-        except Exception:  # noqa: BLE001 - a listener that fails to stop must not block a stop
-            log.warning("stopping the listener on port %d failed", port, exc_info=True)
-        self.model_log(name).write("info", f"stopped serving port {port}")
-
-    # -- keep-alive -------------------------------------------------------
+    # -- keep-alive ---------------------------------------------------------------
     async def _idle_loop(self) -> None:
         """Unload unpinned deployments idle for longer than ``deployments.keep_alive_s``."""
-        while not self.shutting_down:
+        while not self.background.stopping:
             keep = self.config.deployments.keep_alive_s
             await asyncio.sleep(30.0 if keep <= 0 else max(0.05, min(30.0, keep / 4)))
-            if keep <= 0 or self.shutting_down:
+            if keep <= 0 or self.background.stopping:
                 continue
             try:
                 await self.unload_idle(keep)
@@ -573,8 +795,8 @@ class Fleet:
         done = []
         async with self._place_lock:
             now = time.time()
-            for dep in list(self.deployments.values()):
-                if dep.pinned or not self._is_idle(dep) or now - dep.last_used < keep_alive_s:
+            for dep in list(self._deployments.values()):
+                if dep.pinned or not dep.is_idle() or now - dep.last_used < keep_alive_s:
                     continue
                 note = f"unloaded after {now - dep.last_used:.0f}s idle (keep_alive_s={keep_alive_s:g})"
                 log.info("deployment %s (%s) %s", dep.id, dep.model.name, note)
@@ -584,58 +806,23 @@ class Fleet:
                 done.append(dep.model.name)
         return done
 
-    @staticmethod
-    def _is_idle(dep: Any) -> bool:
-        probe = getattr(dep, "is_idle", None)
-        if callable(probe):
-            return bool(probe())
-        stats = dep.stats()
-        return dep.state is DeploymentState.RUNNING and not stats.get("active") and not stats.get("queued")
+    # -- state records ------------------------------------------------------------
+    def _state_changed(self, dep: Deployment) -> None:
+        self.events.publish_threadsafe(f"deployment.{dep.model.name}", dep.info())
+        self.background.spawn(self._persist(dep))
 
-    async def load_model(self, name: str | None, *, n_gpu_layers: int | None = None) -> Deployment:
-        """Load a registered model (by name or alias) and wait for the load to finish.
-
-        Loading an already running model with no settings, or the same
-        settings, is a no-op; different settings reload it. A failed load is reported as the
-        deployment's ``error`` state, and raised as :class:`EngineError`.
-        """
-        if self.shutting_down:
-            raise ShuttingDownError()
-        model = await self.resolve(name)
-        settings = {"n_gpu_layers": n_gpu_layers} if n_gpu_layers is not None else None
-        existing = self.deployments.get(model.name)
-        if existing is not None and existing.state in (DeploymentState.PENDING, DeploymentState.STARTING):
-            await existing.wait_loaded(3600)
-        if settings is None and existing is not None and existing.state is DeploymentState.RUNNING:
-            # A load that asks for nothing in particular joins the running deployment, whatever
-            # settings another dialect (seed 002/004) started it with.
-            return existing
-        dep = await self.start_deployment(model.name, settings=settings, wait=True, timeout=3600)
-        if dep.state is not DeploymentState.RUNNING:
-            raise EngineError(f"model '{model.name}' failed to load: {dep.error}",
-                              details={"model": model.name, "state": dep.state.value})
-        return dep
-
-    async def unload_model(self, name: str | None) -> bool:
-        """Stop a model's deployment and free its memory; False if it was not loaded."""
-        return await self.stop_deployment(name, force=True)
-
-    def _state_changed(self, dep: Any) -> None:
-        self.events.publish_threadsafe(f"deployment.{dep.model.name}", dep.stats())
-        self._spawn(self._persist(dep))
-
-    async def _persist(self, dep: Any, *, force: bool = False) -> None:
+    async def _persist(self, dep: Deployment, *, force: bool = False) -> None:
         """Write ``dep``'s state to its row, unless a newer deployment of the model took its place."""
-        current = self.deployments.get(dep.model.name)
+        current = self._deployments.get(dep.model.name)
         if not force and current is not None and current is not dep:
             return
         try:
-            row = await self.store.deployments.save(
+            row = await self.repo.save(
                 dep.model.name, state=dep.state.value, settings=dep.settings.to_dict(), error=dep.error,
-                port=dep.port, pinned=dep.pinned, last_used=dep.last_used,
-                started_at=getattr(dep, "started_at", None), stopped_at=getattr(dep, "stopped_at", None),
-                stop_reason=dep.stop_reason, note=dep.note, memory_bytes=dep.memory_bytes,
-                gpu_memory_utilization=dep.gpu_memory_utilization, model_source=dep.model_source)
+                port=dep.port, pinned=dep.pinned, last_used=dep.last_used, started_at=dep.started_at,
+                stopped_at=dep.stopped_at, stop_reason=dep.stop_reason, note=dep.note,
+                memory_bytes=dep.memory_bytes, gpu_memory_utilization=dep.gpu_memory_utilization,
+                model_source=dep.model_source)
         except Exception:  # noqa: BLE001 - a failed state write is logged, never raised into a load
             log.exception("recording the state of %s failed", dep.model.name)
             return
@@ -644,14 +831,7 @@ class Fleet:
             if not dep.id:
                 dep.id = dep_id(row["id"])
 
-    def _record_request(self, job: Job, result: GenerationResult) -> None:
-        meta = job.meta
-        self.metrics.observe_request(meta, result)
-        status = result.finish_reason.status
-        self._spawn(self.store.requests.add(
-            dialect=meta.get("dialect", "core"), endpoint=meta.get("endpoint", ""), model=result.model,
-            prompt_tokens=result.usage.prompt_tokens, completion_tokens=result.usage.completion_tokens,
-            ttft_ms=result.timings.ttft_s * 1000 if result.usage.completion_tokens else None,
-            duration_ms=result.timings.duration_s * 1000, status=status,
-            error=result.error.message if result.error is not None else None,
-        ))
+
+def _public_state(state: DeploymentState) -> str:
+    """The state as the APIs name it: the brief ``pending`` shows as ``starting``."""
+    return "starting" if state is DeploymentState.PENDING else state.value

@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from typing import Any, Mapping, Sequence
 
 from llmd.config import SamplingConfig
 from llmd.core.engine.base import LoadedModel
-from llmd.core.types import GenerateRequest, SamplingParams
+from llmd.core.types import ChatMessage, GenerateRequest, SamplingParams
 from llmd.errors import ContextLengthError, ValidationError
+
+
+def model_defaults(config: Mapping[str, Any], params: SamplingParams) -> SamplingParams:
+    """Fill sampling fields the request left out from a model's own ``config`` ([sampling] comes after)."""
+    fill: dict[str, Any] = {}
+    for key in ("temperature", "top_p", "top_k", "repeat_penalty"):
+        value = config.get(key)
+        if getattr(params, key) is None and isinstance(value, (int, float)) and not isinstance(value, bool):
+            fill[key] = int(value) if key == "top_k" else float(value)
+    return dataclasses.replace(params, **fill) if fill else params
 
 
 def apply_defaults(params: SamplingParams, defaults: SamplingConfig) -> SamplingParams:
@@ -85,3 +96,44 @@ def fit_context(n_prompt: int, params: SamplingParams, n_ctx: int, default_max: 
         return params
     default = min(default_max, limit) if limit is not None else default_max
     return dataclasses.replace(params, max_tokens=min(default, room))
+
+
+def answer_reserve(n_ctx: int, max_tokens: int | None, default_max: int) -> int:
+    """Tokens of the context kept free for the answer: its ``max_tokens``, else the
+    configured default, but (for a default) never more than half the context."""
+    if max_tokens is not None:
+        return max_tokens
+    return min(default_max, max(1, n_ctx // 2))
+
+
+def fit_history(model: LoadedModel, system: str | None, history: Sequence[ChatMessage],
+                new: ChatMessage, budget: int) -> tuple[list[ChatMessage], int]:
+    """The messages to send: the newest turns of ``history`` that fit ``budget`` tokens.
+
+    Blocking (tokenizes): run it off the event loop. Turns are dropped from the
+    oldest, whole user turns at a time, so the kept history starts with a user
+    message; the system prompt and ``new`` are always kept (if they alone do not
+    fit, the core's context check reports it). Returns the messages and how
+    many history messages were dropped.
+    """
+    head = [ChatMessage("system", system)] if system else []
+    hist = list(history)
+    starts = [i for i, m in enumerate(hist) if m.role == "user"] + [len(hist)]
+
+    def size(start: int) -> int:
+        return len(model.tokenize(model.render_chat(head + hist[start:] + [new])))
+
+    if size(starts[0]) <= budget:
+        best = 0
+    else:
+        # starts[lo] does not fit; starts[hi] (no history at all) is taken regardless.
+        lo, hi = 0, len(starts) - 1
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if size(starts[mid]) <= budget:
+                hi = mid
+            else:
+                lo = mid
+        best = hi
+    start = starts[best]
+    return head + hist[start:] + [new], start

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-import math
 import os
 import re
 import socket
@@ -23,18 +22,22 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import httpx
 
+from llmd.config import Config
 from llmd.core.gguf_info import FILE_TYPES
+from llmd.core.registry import Registry
+from llmd.core.types import Page
 from llmd.errors import (
-    HubUnavailableError, InvalidSourceError, LlmdError, ModelNotFoundError, ValidationError,
+    HubUnavailableError,
+    InvalidSourceError,
+    LlmdError,
+    ModelNotFoundError,
+    ValidationError,
 )
-
-if TYPE_CHECKING:
-    from llmd.core import Core
 
 log = logging.getLogger(__name__)
 
@@ -86,28 +89,32 @@ def quantization_of(filename: str) -> str | None:
     return found[-1].upper() if found else None
 
 
-def human_count(n: int | None) -> str | None:
-    """135000000 -> '135M' (parameter counts as the seed writes them)."""
-    if not n:
-        return None
-    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if n >= div:
-            v = n / div
-            return f"{v:.0f}{unit}" if v >= 10 or v == int(v) else f"{v:.1f}{unit}"
-    return str(n)
-
-
-def iso(ts: Any) -> str | None:
-    """A datetime or epoch seconds as ISO 8601 UTC with ``Z``."""
+def epoch(ts: Any) -> float | None:
+    """A hub's datetime as Unix seconds (UTC when it has no zone)."""
     if ts is None:
         return None
     if isinstance(ts, (int, float)):
-        ts = datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
+        return float(ts)
     if isinstance(ts, datetime.datetime):
         if ts.tzinfo is None:
-            ts = ts.replace(tzinfo=datetime.timezone.utc)
-        return ts.astimezone(datetime.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-    return str(ts)
+            ts = ts.replace(tzinfo=datetime.UTC)
+        return ts.timestamp()
+    return None
+
+
+@dataclass(frozen=True)
+class HubAnswer:
+    """Hub records (dicts of the hub's fields; counts raw, times in Unix seconds) and where they came from.
+
+    ``from_cache`` says the hub was not asked (the cache was fresh) or could not
+    be reached (``hub_error`` says why); ``cache_age_s`` is how old the records are.
+    """
+
+    items: list[dict[str, Any]]
+    from_cache: bool
+    cache_age_s: float | None = None
+    hub_error: str | None = None
+    page: Page[dict[str, Any]] | None = None  # a search's page of the matches
 
 
 def parse_ollama_ref(ref: str) -> tuple[str, str]:
@@ -156,7 +163,7 @@ class DownloadPlan:
         return sum(f.size for f in self.files)
 
 
-def _in_daemon_thread(fn: Callable[[Any], Any], arg: Any) -> "asyncio.Future[Any]":
+def _in_daemon_thread(fn: Callable[[Any], Any], arg: Any) -> asyncio.Future[Any]:
     """Run a blocking ``fn(arg)`` on a fresh daemon thread; its result (or exception) as a future."""
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[Any] = loop.create_future()
@@ -215,16 +222,6 @@ def _no_telemetry() -> None:
     constants.HF_HUB_DISABLE_TELEMETRY = True
 
 
-def _page(items: list[Any], page: int, page_size: int) -> tuple[list[Any], dict[str, Any]]:
-    total = len(items)
-    pages = max(1, math.ceil(total / page_size)) if total else 0
-    start = (page - 1) * page_size
-    return items[start:start + page_size], {
-        "page": page, "page_size": page_size, "total": total, "total_pages": pages,
-        "has_next": page < pages, "has_prev": page > 1,
-    }
-
-
 def _public(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if not k.startswith("_")}
 
@@ -232,25 +229,28 @@ def _public(item: dict[str, Any]) -> dict[str, Any]:
 class Hub:
     """Search and info over Hugging Face and an Ollama registry, with the SQLite cache behind them."""
 
-    def __init__(self, core: "Core") -> None:
-        self.core = core
+    def __init__(self, config: Config, repo: Any, *, downloads_repo: Any, registry: Registry) -> None:
+        self.config = config
+        self.repo = repo  # llmd.store.hub.HubRepo: the catalogue cache and favourites
+        self.downloads_repo = downloads_repo  # for the download counts of stats()
+        self.registry = registry
 
     # -- configuration ----------------------------------------------------
     @property
     def hf_endpoint(self) -> str:
         """downloads.hf_endpoint, else $HF_ENDPOINT, else huggingface.co."""
-        return (self.core.config.downloads.hf_endpoint or os.environ.get("HF_ENDPOINT")
+        return (self.config.downloads.hf_endpoint or os.environ.get("HF_ENDPOINT")
                 or DEFAULT_HF_ENDPOINT).rstrip("/")
 
     @property
     def ollama_registry(self) -> str:
         """downloads.ollama_registry without a trailing slash."""
-        return self.core.config.downloads.ollama_registry.rstrip("/")
+        return self.config.downloads.ollama_registry.rstrip("/")
 
     @property
     def timeout(self) -> float:
         """Seconds per hub request."""
-        return float(self.core.config.hub.timeout_s)
+        return float(self.config.hub.timeout_s)
 
     def hf_api(self) -> Any:
         """A ``huggingface_hub.HfApi`` on the configured endpoint."""
@@ -293,7 +293,7 @@ class Hub:
                                       details={"endpoint": self.hf_endpoint, "status": status}) from None
         except LlmdError:
             raise
-        except (asyncio.TimeoutError, OSError, Exception) as exc:  # noqa: BLE001 - any transport failure
+        except (TimeoutError, OSError, Exception) as exc:  # noqa: BLE001 - any transport failure
             raise HubUnavailableError(f"the hub at {self.hf_endpoint} cannot be reached: {type(exc).__name__}",
                                       details={"endpoint": self.hf_endpoint}) from None
 
@@ -335,10 +335,10 @@ class Hub:
         item = {
             "id": info.id, "name": info.id.split("/")[-1], "author": info.author or info.id.split("/")[0],
             "description": description or f"{model_type} model {info.id}",
-            "model_type": model_type, "source": "huggingface", "parameters": human_count(params),
+            "model_type": model_type, "source": "huggingface", "parameters": params,
             "downloads": info.downloads or 0, "likes": info.likes or 0, "tags": tags,
             "trending_score": info.trending_score or 0,
-            "created_at": iso(info.created_at), "updated_at": iso(info.last_modified),
+            "created_at": epoch(info.created_at), "updated_at": epoch(info.last_modified),
         }
         if detailed:
             item.update({"size_gb": round(size / 1e9, 3), "size_bytes": size, "sha": info.sha,
@@ -347,29 +347,29 @@ class Hub:
 
     # -- search -----------------------------------------------------------
     async def search(self, query: str, source: str | None, model_type: str | None, page: int,
-                     page_size: int) -> dict[str, Any]:
+                     page_size: int) -> HubAnswer:
         """One page of models matching ``query``; from the cache when fresh or when the hub is down."""
         src = normalize_source(source)
         query = (query or "").strip()
-        ttl = self.core.config.hub.cache_ttl_s
-        cached = await self.core.store.hub.get_search(src, query, model_type)
+        ttl = self.config.hub.cache_ttl_s
+        cached = await self.repo.get_search(src, query, model_type)
         hub_error = None
         if cached is None or time.time() - cached[1] >= ttl:
             try:
                 items = await (self._hf_search(query, model_type) if src == "huggingface"
                                else self._ollama_search(query))
-                await self.core.store.hub.put_items(src, items)
-                await self.core.store.hub.put_search(src, query, model_type, [i["id"] for i in items])
+                await self.repo.put_items(src, items)
+                await self.repo.put_search(src, query, model_type, [i["id"] for i in items])
                 return await self._search_answer(items, page, page_size, src, from_cache=False, age=None)
             except HubUnavailableError as exc:
                 hub_error = exc.message
                 log.warning("hub search failed, answering from the cache: %s", exc.message)
         if cached is not None:
-            items = await self.core.store.hub.get_items(src, cached[0])
+            items = await self.repo.get_items(src, cached[0])
             age = time.time() - cached[1]
         else:
-            items = await self.core.store.hub.search_items(src, query, model_type)
-            counts = await self.core.store.hub.counts()
+            items = await self.repo.search_items(src, query, model_type)
+            counts = await self.repo.counts()
             if not items and src not in counts:
                 raise HubUnavailableError(f"{hub_error}; nothing is cached for source '{src}' yet",
                                           details={"source": src})
@@ -377,18 +377,15 @@ class Hub:
         return await self._search_answer(items, page, page_size, src, from_cache=True, age=age, hub_error=hub_error)
 
     async def _search_answer(self, items: list[dict[str, Any]], page: int, page_size: int, source: str, *,
-                             from_cache: bool, age: float | None, hub_error: str | None = None) -> dict[str, Any]:
-        favs = {f["id"] for f in await self.core.store.hub.favorites(source)}
-        chunk, pagination = _page(items, page, page_size)
-        out = {"items": [{**_public(i), "favorite": i["id"] in favs} for i in chunk], "pagination": pagination,
-               "from_cache": from_cache, "cache_age_s": round(age, 3) if age is not None else None}
-        if hub_error:
-            out["hub_error"] = hub_error
-        return out
+                             from_cache: bool, age: float | None, hub_error: str | None = None) -> HubAnswer:
+        favs = {f["id"] for f in await self.repo.favorites(source)}
+        start = (page - 1) * page_size
+        chunk = [{**_public(i), "favorite": i["id"] in favs} for i in items[start:start + page_size]]
+        return HubAnswer(chunk, from_cache, age, hub_error, Page(chunk, len(items), page, page_size))
 
     async def _hf_search(self, query: str, model_type: str | None) -> list[dict[str, Any]]:
-        limit = self.core.config.hub.search_limit
-        gguf = "gguf" if self.core.config.hub.gguf_only else None
+        limit = self.config.hub.search_limit
+        gguf = "gguf" if self.config.hub.gguf_only else None
 
         def call(api: Any) -> list[Any]:
             return list(api.list_models(search=query or None, pipeline_tag=model_type or None, filter=gguf,
@@ -398,7 +395,7 @@ class Hub:
         return [self._hf_item(i, detailed=False) for i in infos]
 
     async def _ollama_search(self, query: str) -> list[dict[str, Any]]:
-        resp = await self._ollama_get(f"/v2/_catalog?n={self.core.config.hub.search_limit}")
+        resp = await self._ollama_get(f"/v2/_catalog?n={self.config.hub.search_limit}")
         try:
             repos = list(resp.json().get("repositories") or [])
         except (ValueError, AttributeError):
@@ -414,29 +411,25 @@ class Hub:
                 "created_at": None, "updated_at": None, **extra}
 
     # -- info -------------------------------------------------------------
-    async def info(self, hub_id: str, source: str | None) -> dict[str, Any]:
+    async def info(self, hub_id: str, source: str | None) -> HubAnswer:
         """Details of one model (files, sizes, sha256); from the cache when fresh or when the hub is down."""
         check_hub_id(hub_id, "hub_id")
         src = normalize_source(source)
-        ttl = self.core.config.hub.cache_ttl_s
-        cached = await self.core.store.hub.get_item(src, hub_id)
+        ttl = self.config.hub.cache_ttl_s
+        cached = await self.repo.get_item(src, hub_id)
         hub_error = None
         if cached is None or not cached["_detailed"] or time.time() - cached["_fetched_at"] >= ttl:
             try:
                 item = await (self._hf_info(hub_id) if src == "huggingface" else self._ollama_info(hub_id))
-                await self.core.store.hub.put_items(src, [item], detailed=True)
-                return {**item, "favorite": await self.core.store.hub.is_favorite(src, hub_id),
-                        "from_cache": False, "cache_age_s": None}
+                await self.repo.put_items(src, [item], detailed=True)
+                return HubAnswer([{**item, "favorite": await self.repo.is_favorite(src, hub_id)}], False)
             except HubUnavailableError as exc:
                 if cached is None:
                     raise
                 hub_error = exc.message
         assert cached is not None
-        out = {**_public(cached), "favorite": await self.core.store.hub.is_favorite(src, hub_id),
-               "from_cache": True, "cache_age_s": round(time.time() - cached["_fetched_at"], 3)}
-        if hub_error:
-            out["hub_error"] = hub_error
-        return out
+        return HubAnswer([{**_public(cached), "favorite": await self.repo.is_favorite(src, hub_id)}], True,
+                         time.time() - cached["_fetched_at"], hub_error)
 
     async def _hf_info(self, repo_id: str) -> dict[str, Any]:
         info = await self._hf(lambda api: api.model_info(repo_id, files_metadata=True, timeout=self.timeout),
@@ -460,19 +453,20 @@ class Hub:
                           "sha256": str(model.get("digest", "")).removeprefix("sha256:") or None,
                           "quantization": None})
         return self._ollama_item(name, id=ref, size_gb=round(size / 1e9, 3), size_bytes=size, files=files,
-                                 gguf_files=len(files), available_tags=tags, sha=manifest.get("config", {}).get("digest"))
+                                 gguf_files=len(files), available_tags=tags,
+                                 sha=manifest.get("config", {}).get("digest"))
 
     # -- categories, trending, stats, favourites, sync ----------------------
     async def categories(self, source: str | None) -> dict[str, Any]:
         """Model types with how many cached models have each."""
         src = normalize_source(source) if source else None
-        counts = await self.core.store.hub.type_counts(src)
+        counts = await self.repo.type_counts(src)
         names = {**CATEGORIES, **{k: k.replace("-", " ").capitalize() for k in counts if k not in CATEGORIES}}
         cats = [{"id": k, "name": v, "count": counts.get(k, 0)} for k, v in names.items()]
         cats.sort(key=lambda c: (-c["count"], c["id"]))
         return {"categories": cats, "source": src, "total": len(cats)}
 
-    async def trending(self, limit: int, source: str | None) -> dict[str, Any]:
+    async def trending(self, limit: int, source: str | None) -> HubAnswer:
         """The most popular models: from the hub when it answers, else from the cache."""
         src = normalize_source(source) if source else None
         hub_error = None
@@ -480,35 +474,31 @@ class Hub:
             try:
                 def call(api: Any) -> list[Any]:
                     return list(api.list_models(sort="trending_score", limit=limit,
-                                                filter="gguf" if self.core.config.hub.gguf_only else None))
+                                                filter="gguf" if self.config.hub.gguf_only else None))
 
                 items = [self._hf_item(i, detailed=False) for i in await self._hf(call, "trending")]
-                await self.core.store.hub.put_items("huggingface", items)
+                await self.repo.put_items("huggingface", items)
                 if src == "huggingface" or len(items) >= limit:
-                    return {"items": items[:limit], "limit": limit, "from_cache": False, "cache_age_s": None}
+                    return HubAnswer(items[:limit], False)
             except HubUnavailableError as exc:
                 hub_error = exc.message
-        items = await self.core.store.hub.top_items(src, "trending", limit)
+        items = await self.repo.top_items(src, "trending", limit)
         age = time.time() - min((i["_fetched_at"] for i in items), default=time.time())
-        out = {"items": [_public(i) for i in items], "limit": limit, "from_cache": True,
-               "cache_age_s": round(age, 3)}
-        if hub_error:
-            out["hub_error"] = hub_error
-        return out
+        return HubAnswer([_public(i) for i in items], True, age, hub_error)
 
     async def stats(self) -> dict[str, Any]:
-        """Figures about the catalogue cache, favourites, downloads and registered models."""
-        counts = await self.core.store.hub.counts()
-        syncs = await self.core.store.hub.syncs()
-        favs = await self.core.store.hub.favorites()
-        downloads = await self.core.store.downloads.counts()
-        models = await self.core.registry.list()
+        """Figures about the catalogue cache, favourites, downloads and registered models (times in Unix seconds)."""
+        counts = await self.repo.counts()
+        syncs = await self.repo.syncs()
+        favs = await self.repo.favorites()
+        downloads = await self.downloads_repo.counts()
+        models = await self.registry.list()
         by_source: dict[str, int] = {}
         for m in models:
             by_source[m.source] = by_source.get(m.source, 0) + 1
         return {
-            "catalog": {s: {"cached_models": c["count"], "last_sync": iso(syncs.get(s, {}).get("synced_at")),
-                            "oldest_entry": iso(c["oldest"]), "newest_entry": iso(c["newest"])}
+            "catalog": {s: {"cached_models": c["count"], "last_sync": syncs.get(s, {}).get("synced_at"),
+                            "oldest_entry": c["oldest"], "newest_entry": c["newest"]}
                         for s, c in counts.items()},
             "total_cached_models": sum(c["count"] for c in counts.values()),
             "favorites": len(favs),
@@ -522,9 +512,9 @@ class Hub:
         check_hub_id(hub_id, "hub_id")
         src = normalize_source(source)
         if on:
-            changed = await self.core.store.hub.add_favorite(src, hub_id)
+            changed = await self.repo.add_favorite(src, hub_id)
         else:
-            changed = await self.core.store.hub.remove_favorite(src, hub_id)
+            changed = await self.repo.remove_favorite(src, hub_id)
         return {"id": hub_id, "source": src, "favorite": on, "changed": changed}
 
     async def sync(self, source: str | None) -> dict[str, Any]:
@@ -535,27 +525,25 @@ class Hub:
         for src in sources:
             try:
                 if src == "huggingface":
-                    limit = self.core.config.hub.sync_limit
-
-                    def call(api: Any) -> list[Any]:
+                    def call(api: Any, limit: int = self.config.hub.sync_limit) -> list[Any]:
                         return list(api.list_models(sort="downloads", limit=limit,
-                                                    filter="gguf" if self.core.config.hub.gguf_only else None))
+                                                    filter="gguf" if self.config.hub.gguf_only else None))
 
                     items = [self._hf_item(i, detailed=False) for i in await self._hf(call, "sync")]
                 else:
                     items = await self._ollama_search("")
-                await self.core.store.hub.put_items(src, items)
+                await self.repo.put_items(src, items)
                 details = 0
-                for fav in await self.core.store.hub.favorites(src):
+                for fav in await self.repo.favorites(src):
                     try:
                         item = await (self._hf_info(fav["id"]) if src == "huggingface"
                                       else self._ollama_info(fav["id"]))
-                        await self.core.store.hub.put_items(src, [item], detailed=True)
+                        await self.repo.put_items(src, [item], detailed=True)
                         details += 1
                     except ModelNotFoundError:
                         continue
-                synced_at = await self.core.store.hub.record_sync(src, len(items))
-                out[src] = {"models": len(items), "favorites_refreshed": details, "synced_at": iso(synced_at)}
+                synced_at = await self.repo.record_sync(src, len(items))
+                out[src] = {"models": len(items), "favorites_refreshed": details, "synced_at": synced_at}
             except HubUnavailableError as exc:
                 errors[src] = exc.message
         if errors and not out:
@@ -613,7 +601,7 @@ class Hub:
         candidates = [n for n in ggufs if not SPLIT_RE.match(n) or int(SPLIT_RE.match(n)["part"]) == 1]  # type: ignore[index]
         candidates = [n for n in candidates if "mmproj" not in n.lower()] or candidates
         prefs = [quantization] if quantization else [
-            q.strip() for q in self.core.config.downloads.quantization_preference.split(",") if q.strip()]
+            q.strip() for q in self.config.downloads.quantization_preference.split(",") if q.strip()]
         for q in prefs:
             hits = [n for n in candidates if (quantization_of(n) or "").upper() == q.upper()]
             if hits:

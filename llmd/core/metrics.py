@@ -6,10 +6,10 @@ registry), so several cores in one process (tests) never share figures.
 Two kinds of figures:
 
 - *event* metrics, updated as requests finish (:meth:`Metrics.observe_request`):
-  ``model_inference_seconds`` (seed 001's name and buckets), request counts,
+  ``model_inference_seconds`` (the API Interface Specification's name and buckets), request counts,
   token counts, time to first token;
 - *live* metrics, computed at scrape time from a :class:`LiveState` snapshot
-  (:func:`live_state`): ``active_connections`` (seed 001's name), queue
+  (built by ``Monitor.metrics_text``): ``active_connections`` (the API Interface Specification's name), queue
   length and busy slots per deployment, model load state, process CPU and
   memory. They are never stale, and nothing has to keep them up to date.
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-import psutil
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -28,7 +27,7 @@ from llmd.core.types import DeploymentState, GenerationResult
 # The text exposition format generate_latest() writes (0.0.4), which every Prometheus reads.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-# Seed 001 shows buckets le="1", "3", "5"; the rest cover short and long answers.
+# The API Interface Specification shows buckets le="1", "3", "5"; the rest cover short and long answers.
 INFERENCE_BUCKETS = (0.5, 1.0, 3.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -44,29 +43,11 @@ class LiveState:
     """What the live metrics show, read at scrape time."""
 
     active_connections: int = 0
-    deployments: list[dict[str, Any]] = field(default_factory=list)  # Deployment.stats() of each
+    deployments: list[Any] = field(default_factory=list)  # DeploymentInfo of each live deployment
     process_cpu_seconds: float = 0.0
     process_rss_bytes: int = 0
     system_memory_total_bytes: int = 0
     system_memory_available_bytes: int = 0
-
-
-def live_state(core: Any) -> LiveState:
-    """A snapshot of ``core``'s live figures and this process's CPU and memory.
-
-    Reads ``/proc`` through psutil: microseconds, fine on the event loop.
-    """
-    proc = psutil.Process()
-    cpu = proc.cpu_times()
-    vm = psutil.virtual_memory()
-    return LiveState(
-        active_connections=int(core.active_streams),
-        deployments=[d.stats() for d in list(core.deployments.values())],
-        process_cpu_seconds=float(cpu.user + cpu.system),
-        process_rss_bytes=int(proc.memory_info().rss),
-        system_memory_total_bytes=int(vm.total),
-        system_memory_available_bytes=int(vm.available),
-    )
 
 
 class Metrics:
@@ -140,16 +121,16 @@ def live_families(live: LiveState) -> Iterable[Metric]:
     completed = CounterMetricFamily("llmd_deployment_completed_requests",
                                     "Requests finished by the current deployment of each model", labels=["model"])
     for d in live.deployments:
-        model = str(d.get("model"))
-        queued.add_metric([model], d.get("queued", 0))
-        capacity.add_metric([model], d.get("queue_size", 0))
-        slots.add_metric([model], d.get("active", 0))
-        if isinstance(d.get("slots"), int):
-            total_slots.add_metric([model], d["slots"])
-        loaded.add_metric([model], 1 if d.get("state") == DeploymentState.RUNNING.value else 0)
+        model = str(d.model)
+        queued.add_metric([model], d.queued)
+        capacity.add_metric([model], d.queue_size)
+        slots.add_metric([model], d.active)
+        if d.slots:  # unknown until the engine says
+            total_slots.add_metric([model], d.slots)
+        loaded.add_metric([model], 1 if d.state is DeploymentState.RUNNING else 0)
         for s in DeploymentState:
-            state.add_metric([model, s.value], 1 if d.get("state") == s.value else 0)
-        completed.add_metric([model], d.get("completed", 0))
+            state.add_metric([model, s.value], 1 if d.state is s else 0)
+        completed.add_metric([model], d.completed)
     yield from (queued, capacity, slots, total_slots, loaded, state, completed)
 
     cpu = CounterMetricFamily("llmd_process_cpu_seconds", "CPU time of the llmd process (user + system)")

@@ -1,104 +1,213 @@
-"""Machine figures from psutil (and pynvml when an NVIDIA driver is there).
+"""How the daemon and the box are doing: health, status, machine figures, process use, metrics.
 
-Every function is blocking (psutil reads /proc, NVML talks to the driver):
-call them off the event loop, e.g. with ``asyncio.to_thread``.
+:class:`Monitor` answers every "how is it going" route of every API: the
+shared health verdict, llmctl's status, the machine's resources and load, the
+system health checks, the process figures of a deployment, and the Prometheus
+text. The blocking samples (psutil, NVML) run in threads; see
+:mod:`llmd.core.system`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-import shutil
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import psutil
 
-GB = 1 << 30
+from llmd import __version__
+from llmd.config import Config
+from llmd.core import system
+from llmd.core.auth import Auth
+from llmd.core.background import Background
+from llmd.core.deployment import Deployment, DeploymentInfo
+from llmd.core.fleet import Fleet
+from llmd.core.metrics import LiveState, Metrics
+from llmd.core.requestlog import RequestLog, RequestTotals
+from llmd.core.streams import OpenStreams
+from llmd.core.types import DeploymentState
 
 
-def _gb(n: float) -> float:
-    return round(n / GB, 2)
+@dataclass(frozen=True)
+class Health:
+    """The daemon's health: ``status`` is ok, model_not_loaded or error."""
+
+    status: str
+    model_loaded: bool
+    default_model: str
+    store_ok: bool
+    shutting_down: bool
+    uptime_s: float
+    active_streams: int
+    deployments: list[DeploymentInfo]
+    auth: dict[str, Any]
+    process_rss_bytes: int
+    memory_total_bytes: int
+    version: str = __version__
 
 
-def cpu() -> dict[str, Any]:
-    """CPU use over a short sample, and the core counts."""
-    return {
-        "usage_percent": psutil.cpu_percent(interval=0.1),
-        "cores": psutil.cpu_count(logical=True) or os.cpu_count() or 1,
-        "physical_cores": psutil.cpu_count(logical=False),
-    }
+@dataclass(frozen=True)
+class Status:
+    """Everything ``llmctl status`` shows."""
+
+    version: str
+    pid: int
+    engine: str
+    health: Health
+    memory_rss_bytes: int
+    requests: RequestTotals
+    state_dir: str
+    socket: str | None
+    listen: str
 
 
-def memory() -> dict[str, Any]:
-    """Physical memory, in GB (GiB) as seed 004 shows it."""
-    vm = psutil.virtual_memory()
-    return {"total_gb": _gb(vm.total), "used_gb": _gb(vm.total - vm.available), "available_gb": _gb(vm.available),
-            "usage_percent": vm.percent}
+@dataclass(frozen=True)
+class FleetLoad:
+    """llmd's own load: deployments, generations and open streams."""
+
+    deployments_running: int
+    generations_active: int
+    generations_queued: int
+    active_streams: int
 
 
-def disk_usage(path: Path) -> Any:
-    """``shutil.disk_usage`` of the file system holding ``path`` (the first existing parent)."""
-    p = Path(path)
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return shutil.disk_usage(p)
+@dataclass(frozen=True)
+class SystemLoad:
+    """The machine's load and llmd's."""
+
+    machine: system.MachineLoad
+    llmd: FleetLoad
 
 
-def disk(path: Path) -> dict[str, Any]:
-    """The file system holding ``path`` (the first existing parent)."""
-    du = disk_usage(path)
-    return {"path": str(path), "total_gb": _gb(du.total), "used_gb": _gb(du.used), "free_gb": _gb(du.free),
-            "usage_percent": round(du.used / du.total * 100, 1) if du.total else 0.0}
+@dataclass(frozen=True)
+class Check:
+    """One system health check: ok, warning or error, and what it looked at."""
+
+    status: str
+    details: dict[str, Any] = field(default_factory=dict)
 
 
-def gpus() -> dict[str, Any]:
-    """NVIDIA GPUs through pynvml; ``{"available": False, "reason": ...}`` when there are none."""
-    try:
-        import pynvml  # type: ignore[import-not-found]
-    except ImportError:
-        return {"available": False, "devices": [], "reason": "pynvml is not installed: no GPU figures"}
-    try:
-        pynvml.nvmlInit()
-    except Exception as exc:  # noqa: BLE001 - no driver, no GPU
-        return {"available": False, "devices": [], "reason": f"no NVIDIA GPU or driver: {exc}"}
-    try:
-        devices = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            h = pynvml.nvmlDeviceGetHandleByIndex(i)
-            mem = pynvml.nvmlDeviceGetMemoryInfo(h)
-            util = pynvml.nvmlDeviceGetUtilizationRates(h)
-            name = pynvml.nvmlDeviceGetName(h)
-            devices.append({"index": i, "name": name.decode() if isinstance(name, bytes) else name,
-                            "memory_total_gb": _gb(mem.total), "memory_used_gb": _gb(mem.used),
-                            "memory_free_gb": _gb(mem.free), "utilization_percent": util.gpu})
-        return {"available": bool(devices), "devices": devices,
-                **({} if devices else {"reason": "the driver reports no GPU"})}
-    finally:
-        pynvml.nvmlShutdown()
+@dataclass(frozen=True)
+class SystemHealth:
+    """The checks of the store, the disk and the engine; ``status`` healthy, degraded or unhealthy."""
+
+    status: str
+    checks: dict[str, Check]
+    version: str = __version__
 
 
-def resources(models_dir: Path) -> dict[str, Any]:
-    """``GET /api/system/resources``: cpu, memory, disk (of the models directory) and gpu."""
-    return {"cpu": cpu(), "memory": memory(), "disk": disk(models_dir), "gpu": gpus()}
+@dataclass(frozen=True)
+class ProcessUsage:
+    """The process that serves a running deployment: its memory (the model's part) and CPU."""
+
+    process: system.ProcessFigures
+    memory_bytes: int  # the model's share: the whole process for an external engine, the estimate in process
+    external: bool
+    deployment: DeploymentInfo
 
 
-def load(process: psutil.Process | None = None) -> dict[str, Any]:
-    """``GET /api/system/load``: load averages, per-CPU use, this process, uptime."""
-    one, five, fifteen = os.getloadavg()
-    cores = psutil.cpu_count(logical=True) or 1
-    proc = process or psutil.Process()
-    with proc.oneshot():
-        rss = proc.memory_info().rss
-        threads = proc.num_threads()
-        cpu_pct = proc.cpu_percent(interval=None)
-    return {
-        "load_average": {"1m": round(one, 2), "5m": round(five, 2), "15m": round(fifteen, 2)},
-        "load_per_core": round(one / cores, 2),
-        "cpu_percent_per_core": psutil.cpu_percent(interval=0.1, percpu=True),
-        "cores": cores,
-        "process": {"pid": proc.pid, "rss_gb": _gb(rss), "rss_bytes": rss, "threads": threads,
-                    "cpu_percent": cpu_pct},
-        "boot_time": psutil.boot_time(),
-        "uptime_s": round(time.time() - psutil.boot_time(), 1),
-    }
+class Monitor:
+    """Health, status and figures of the daemon, its deployments and the machine."""
+
+    def __init__(self, config: Config, engine_name: str, fleet: Fleet, *, streams: OpenStreams,
+                 store_check: Callable[[], Awaitable[bool]], background: Background, auth: Auth,
+                 metrics: Metrics, requests: RequestLog) -> None:
+        self.config = config
+        self.engine_name = engine_name
+        self.fleet = fleet
+        self.streams = streams
+        self.store_check = store_check
+        self.background = background
+        self.auth = auth
+        self.metrics = metrics
+        self.requests = requests
+
+    async def health(self) -> Health:
+        """Health in core terms: the store, the default model, open streams."""
+        dep = self.fleet.default()
+        loaded = dep is not None and dep.state is DeploymentState.RUNNING
+        store_ok = await self.store_check()
+        stopping = self.background.stopping
+        if stopping or not store_ok or (dep is not None and dep.state is DeploymentState.ERROR):
+            status = "error"
+        elif not loaded:
+            status = "model_not_loaded"
+        else:
+            status = "ok"
+        return Health(
+            status=status, model_loaded=loaded, default_model=self.config.models.default, store_ok=store_ok,
+            shutting_down=stopping, uptime_s=round(self.background.uptime_s, 3),
+            active_streams=self.streams.active, deployments=[d.info() for d in self.fleet.live()],
+            auth=self.auth.describe(), process_rss_bytes=psutil.Process().memory_info().rss,
+            memory_total_bytes=psutil.virtual_memory().total)
+
+    async def status(self) -> Status:
+        """Everything ``llmctl status`` shows."""
+        health = await self.health()
+        cfg = self.config
+        return Status(version=__version__, pid=os.getpid(), engine=self.engine_name, health=health,
+                      memory_rss_bytes=health.process_rss_bytes, requests=await self.requests.totals(),
+                      state_dir=str(cfg.state_dir), socket=str(cfg.socket_path) if cfg.socket_path else None,
+                      listen=f"{cfg.server.host}:{cfg.server.port}")
+
+    async def resources(self) -> system.SystemResources:
+        """CPU, memory, disk (of the models directory) and GPUs."""
+        return await asyncio.to_thread(system.resources, self.config.models_dir)
+
+    async def load(self) -> SystemLoad:
+        """The machine's load averages and CPU use, and llmd's deployments, generations and streams."""
+        machine = await asyncio.to_thread(system.machine_load)
+        infos = [d.info() for d in self.fleet.live()]
+        return SystemLoad(machine, FleetLoad(
+            deployments_running=sum(1 for i in infos if i.running),
+            generations_active=sum(i.active for i in infos), generations_queued=sum(i.queued for i in infos),
+            active_streams=self.streams.active))
+
+    async def system_health(self) -> SystemHealth:
+        """Checks of the store, the free disk of the models directory and the engine."""
+        checks: dict[str, Check] = {}
+        store_ok = await self.store_check()
+        checks["store"] = Check("ok" if store_ok else "error", {"path": str(self.config.db_path)})
+        margin = self.config.downloads.disk_margin_mb * (1 << 20)
+        models_dir = self.config.models_dir
+        try:
+            du = await asyncio.to_thread(system.disk, Path(models_dir))
+            checks["disk"] = Check("ok" if du.free_bytes >= margin else "warning",
+                                   {"path": str(models_dir), "free_bytes": du.free_bytes, "margin_bytes": margin})
+        except OSError as exc:
+            checks["disk"] = Check("error", {"path": str(models_dir), "message": exc.strerror or "unreadable"})
+        dep = self.fleet.default()
+        state = dep.state if dep is not None else DeploymentState.STOPPED
+        checks["engine"] = Check(
+            "error" if state is DeploymentState.ERROR or self.background.stopping else "ok",
+            {"engine": self.engine_name, "default_model": self.config.models.default,
+             "default_model_state": state.value,
+             "deployments_running": sum(1 for d in self.fleet.live() if d.state is DeploymentState.RUNNING)})
+        states = {c.status for c in checks.values()}
+        status = "unhealthy" if "error" in states else "degraded" if "warning" in states else "healthy"
+        return SystemHealth(status, checks)
+
+    async def usage(self, dep: Deployment | None) -> ProcessUsage | None:
+        """The memory and CPU of the process serving a running deployment (sampled over 0.1 s in a thread)."""
+        if dep is None or dep.state is not DeploymentState.RUNNING or dep.pid is None:
+            return None
+        external = dep.kind != "llama.cpp"
+        figures = await asyncio.to_thread(system.process_tree, dep.pid, external)
+        if figures is None:
+            return None
+        # The in-process engine shares the daemon's process: the model's part is its estimate
+        # (weights and KV cache); an external engine's process is all the model's.
+        memory = figures.rss_bytes if external or not dep.memory_bytes else dep.memory_bytes
+        return ProcessUsage(figures, memory, external, dep.info())
+
+    def metrics_text(self) -> bytes:
+        """The Prometheus text: event metrics plus live figures read now (microseconds of /proc reads)."""
+        proc = psutil.Process()
+        cpu = proc.cpu_times()
+        vm = psutil.virtual_memory()
+        return self.metrics.render(LiveState(
+            active_connections=self.streams.active, deployments=[d.info() for d in self.fleet.live()],
+            process_cpu_seconds=float(cpu.user + cpu.system), process_rss_bytes=int(proc.memory_info().rss),
+            system_memory_total_bytes=int(vm.total), system_memory_available_bytes=int(vm.available)))

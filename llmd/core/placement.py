@@ -75,7 +75,8 @@ class Placed(Protocol):
     pinned: bool
     last_used: float
 
-    def is_idle(self) -> bool: ...  # noqa: E704
+    def is_idle(self) -> bool:
+        """Running with nothing queued or generating."""
 
 
 @dataclass

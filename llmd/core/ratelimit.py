@@ -4,7 +4,7 @@ Each client owns a bucket of ``burst`` tokens that refills at
 ``requests_per_minute / 60`` tokens a second. A request takes one token; an
 empty bucket refuses it, and says how long until a token is back.
 
-The headers a response carries (seed 001's ``X-RateLimit-*``) follow from the
+The headers a response carries (the API Interface Specification's ``X-RateLimit-*``) follow from the
 bucket after the request:
 
 - ``X-RateLimit-Limit``: the bucket size (``burst``), the most requests a
@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import ipaddress
 import math
 import time
 from dataclasses import dataclass
 from typing import Callable
 
-from llmd.config import Config
+from llmd.config import Config, is_loopback
 from llmd.errors import LlmdError
 
 Clock = Callable[[], float]
@@ -134,17 +133,6 @@ class RateLimiter:
                 return
         while len(self._buckets) > self.max_clients:
             self._buckets.popitem(last=False)
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost``, 127.0.0.0/8 and ::1 (brackets allowed)."""
-    h = host.strip().strip("[]").lower()
-    if h == "localhost" or h.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(h).is_loopback
-    except ValueError:
-        return False
 
 
 def limiter_from_config(cfg: Config, **kw: object) -> RateLimiter | None:

@@ -12,14 +12,13 @@ from typing import Any
 
 from llmd.core.gguf_info import FILE_TYPES, GGUFInfo, read_gguf_info
 from llmd.errors import ModelExistsError, ModelNotFoundError, ValidationError
-from llmd.store import Store
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ALIAS = "default"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 FRAMEWORKS = ("llama.cpp", "vllm")
-# Seed 002's model ids: "model-<store row id>".
+# The LLM Inference Service API's model ids: "model-<store row id>".
 _ID_RE = re.compile(r"^model-([0-9]{1,18})$")
 # The shards of a split GGUF: name-00001-of-00003.gguf.
 _SPLIT_RE = re.compile(r"^(?P<stem>.+)-(?P<i>[0-9]{5})-of-(?P<n>[0-9]{5})\.gguf$", re.IGNORECASE)
@@ -41,8 +40,8 @@ class Model:
     aliases: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: float = 0.0
-    # Seed 002's registry fields (migration 0008).
-    id: int | None = None  # the store row id: seed 002 calls the model "model-<id>"
+    # The LLM Inference Service API's registry fields (migration 0008).
+    id: int | None = None  # the store row id: the LLM Inference Service API calls the model "model-<id>"
     display_name: str | None = None
     description: str | None = None
     framework: str = "llama.cpp"  # llama.cpp (in process) | vllm (a supervised external server)
@@ -55,7 +54,7 @@ class Model:
     updated_at: float = 0.0
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "Model":
+    def from_row(cls, row: dict[str, Any]) -> Model:
         """Build from a store row."""
         return cls(
             name=row["name"], source=row["source"], path=row["path"], format=row["format"],
@@ -72,7 +71,7 @@ class Model:
 
     @property
     def external_id(self) -> str | None:
-        """Seed 002's id: ``model-<n>`` (``None`` for a model not read from the store)."""
+        """The LLM Inference Service API's id: ``model-<n>`` (``None`` for a model not read from the store)."""
         return f"model-{self.id}" if self.id is not None else None
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,48 +130,39 @@ def find_bundled_gguf() -> list[Path]:
 
 
 class Registry:
-    """Models known to llmd, persisted in the store."""
+    """Models known to llmd, persisted in the store's model table."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, repo: Any) -> None:
+        self.repo = repo  # llmd.store.models.ModelRepo
 
     async def list(self) -> list[Model]:
         """All models, by name."""
-        return [Model.from_row(r) for r in await self.store.models.list()]
+        return [Model.from_row(r) for r in await self.repo.list()]
 
-    async def find(self, name_or_alias: str) -> Model | None:
-        """A model by name or alias, or ``None``."""
-        row = await self.store.models.get(name_or_alias)
+    async def find(self, ref: str) -> Model | None:
+        """A model by name or alias, else by the ``model-<n>`` id; ``None`` if none matches.
+
+        Names can never look like ids (see ``_check_name``), so the two ways
+        of naming a model cannot clash.
+        """
+        row = await self.repo.get(ref)
+        if row is None:
+            m = _ID_RE.match(ref)
+            if m:
+                row = await self.repo.get_by_id(int(m.group(1)))
         return Model.from_row(row) if row else None
 
-    async def get(self, name_or_alias: str) -> Model:
-        """A model by name or alias; raises :class:`ModelNotFoundError`."""
-        model = await self.find(name_or_alias)
+    async def get(self, ref: str, *, field: str = "model") -> Model:
+        """Like :meth:`find`; raises :class:`ModelNotFoundError` naming ``field`` and the models there are."""
+        model = await self.find(ref)
         if model is None:
             known = [m.name for m in await self.list()]
             raise ModelNotFoundError(
-                f"model '{name_or_alias}' is not registered; available: {', '.join(known) or 'none'}"
+                f"model '{ref}' is not registered; available: {', '.join(known) or 'none'}"
                 " (or 'default')",
-                field="model",
+                field=field,
                 details={"available": known},
             )
-        return model
-
-    async def find_id(self, model_id: str) -> Model | None:
-        """A model by seed 002's ``model-<n>`` id, else by name or alias; ``None`` if none matches."""
-        m = _ID_RE.match(model_id)
-        if m:
-            row = await self.store.models.get_by_id(int(m.group(1)))
-            if row is not None:
-                return Model.from_row(row)
-        return await self.find(model_id)
-
-    async def get_id(self, model_id: str) -> Model:
-        """Like :meth:`find_id`; raises :class:`ModelNotFoundError` naming the id."""
-        model = await self.find_id(model_id)
-        if model is None:
-            raise ModelNotFoundError(f"model '{model_id}' does not exist", field="model_id",
-                                     details={"model_id": model_id})
         return model
 
     async def with_quantization(self, name_or_alias: str, quantization: str | None) -> Model:
@@ -214,12 +204,12 @@ class Registry:
         info = await asyncio.to_thread(read_gguf_info, p)
         name = name or model_name_from_file(p.name)
         _check_name(name)
-        if await self.store.models.get(name) is not None:
+        if await self.repo.get(name) is not None:
             raise ModelExistsError(f"a model named '{name}' already exists", field="name")
         fields = _fields(info, name, source)
         if metadata:
             fields["metadata"] = {**fields["metadata"], **metadata}
-        row = await self.store.models.insert(fields, aliases or [])
+        row = await self.repo.insert(fields, aliases or [])
         log.info("registered model %s from %s", name, p)
         return Model.from_row(row)
 
@@ -229,7 +219,7 @@ class Registry:
         resource_requirements: dict[str, Any] | None = None, tags: list[str] | None = None,
         source: str = "local",
     ) -> Model:
-        """Register a model with seed 002's fields, in one insert (never half-registered).
+        """Register a model with the LLM Inference Service API's fields, in one insert (never half-registered).
 
         ``llama.cpp`` models come from ``config.model_path``, a GGUF file on
         disk whose header fills in the file fields. ``vllm`` models name what
@@ -240,7 +230,7 @@ class Registry:
         _check_name(name)
         if framework not in FRAMEWORKS:
             raise ValidationError(f"framework must be one of {', '.join(FRAMEWORKS)}", field="framework")
-        if await self.store.models.get(name) is not None:
+        if await self.repo.get(name) is not None:
             raise ModelExistsError(f"a model named '{name}' already exists", field="name",
                                    details={"name": name})
         extra = {"display_name": display_name, "description": description, "framework": framework,
@@ -257,12 +247,12 @@ class Registry:
             fields = {"name": name, "source": "external", "path": target, "format": "external",
                       "architecture": None, "context_length": config.get("n_ctx"), "quantization": None,
                       "size_bytes": 0, "chat_template": None, "metadata": {}, **extra}
-        row = await self.store.models.insert(fields)
+        row = await self.repo.insert(fields)
         log.info("registered %s model %s (%s)", framework, name, fields["path"])
         return Model.from_row(row)
 
     async def update(self, name: str, *, config: dict[str, Any] | None = None, **fields: Any) -> Model:
-        """Change seed 002's fields of a model.
+        """Change the LLM Inference Service API's fields of a model.
 
         ``config`` is merged into the stored one (a ``null`` value removes a
         key), as the document's PUT example sends only what changes. A new
@@ -289,7 +279,7 @@ class Registry:
                 if target:
                     changes["path"] = target
         if changes:
-            await self.store.models.update(model.name, changes)
+            await self.repo.update(model.name, changes)
         return await self.get(model.name)
 
     async def delete(self, name: str, owned_dir: Path | None = None) -> bool:
@@ -301,7 +291,7 @@ class Registry:
         file was removed.
         """
         model = await self.get(name)
-        await self.store.models.delete(model.name)
+        await self.repo.delete(model.name)
         log.info("deleted model %s", model.name)
         if owned_dir is None or model.source == "bundled" or model.format != "gguf":
             return False
@@ -321,14 +311,14 @@ class Registry:
                 log.warning("skipping bundled file %s: %s", path, exc.message)
                 continue
             name = model_name_from_file(path.name)
-            existing = await self.store.models.get(name)
+            existing = await self.repo.get(name)
             if existing is None:
-                row = await self.store.models.insert(_fields(info, name, "bundled"))
+                row = await self.repo.insert(_fields(info, name, "bundled"))
                 log.info("registered bundled model %s (%s)", name, path)
             elif existing["source"] == "bundled":
                 if existing["path"] != str(path) or existing["size_bytes"] != info.size_bytes:
-                    await self.store.models.update(name, _fields(info, name, "bundled"))
-                row = await self.store.models.get(name)
+                    await self.repo.update(name, _fields(info, name, "bundled"))
+                row = await self.repo.get(name)
             else:
                 continue
             out.append(Model.from_row(row))  # type: ignore[arg-type]
@@ -336,8 +326,8 @@ class Registry:
 
     async def ensure_default_alias(self, name: str) -> None:
         """Point the ``default`` alias at ``name`` if that model exists."""
-        if await self.store.models.get(name) is not None:
-            await self.store.models.set_alias(DEFAULT_ALIAS, name)
+        if await self.repo.get(name) is not None:
+            await self.repo.set_alias(DEFAULT_ALIAS, name)
 
 
 def _check_name(name: str) -> None:

@@ -1,4 +1,4 @@
-"""Chat sessions (conversation history) for the WebSocket chat of seed 000.
+"""Chat sessions (conversation history) for the WebSocket chat of the EasyVizAI API.
 
 A session is named by the client (``/ws/chat/{session_id}/``) and lives in the
 store, so reconnecting, even after a daemon restart, continues the same
@@ -27,16 +27,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable
 
-from llmd.core.engine.base import LoadedModel
+from llmd.core.background import Background
+from llmd.core.deployment import Generation
+from llmd.core.fleet import Fleet
+from llmd.core.inference import Inference
+from llmd.core.registry import Model
 from llmd.core.types import ChatMessage, FinishReason, GenerateRequest, GenerationResult, SamplingParams
 from llmd.errors import ValidationError
-
-if TYPE_CHECKING:
-    from llmd.core import Core
-    from llmd.core.deployments import Generation
-    from llmd.core.registry import Model
 
 # The newest messages read from the store for one turn, before the token
 # budget trims them: a bound on the work of a very long session.
@@ -45,13 +44,6 @@ MAX_SESSION_ID = 128
 MAX_MESSAGE_CHARS = 100_000
 
 log = logging.getLogger(__name__)
-
-def answer_reserve(n_ctx: int, max_tokens: int | None, default_max: int) -> int:
-    """Tokens of the context kept free for the answer: its ``max_tokens``, else the
-    configured default, but (for a default) never more than half the context."""
-    if max_tokens is not None:
-        return max_tokens
-    return min(default_max, max(1, n_ctx // 2))
 
 
 @dataclass(frozen=True)
@@ -63,47 +55,14 @@ class ChatSession:
     system_prompt: str | None
 
 
-def fit_history(model: LoadedModel, system: str | None, history: Sequence[ChatMessage],
-                new: ChatMessage, budget: int) -> tuple[list[ChatMessage], int]:
-    """The messages to send: the newest turns of ``history`` that fit ``budget`` tokens.
-
-    Blocking (tokenizes): run it off the event loop. Turns are dropped from the
-    oldest, whole user turns at a time, so the kept history starts with a user
-    message; the system prompt and ``new`` are always kept (if they alone do not
-    fit, the core's context check reports it). Returns the messages and how
-    many history messages were dropped.
-    """
-    head = [ChatMessage("system", system)] if system else []
-    hist = list(history)
-    starts = [i for i, m in enumerate(hist) if m.role == "user"] + [len(hist)]
-
-    def size(start: int) -> int:
-        return len(model.tokenize(model.render_chat(head + hist[start:] + [new])))
-
-    if size(starts[0]) <= budget:
-        best = 0
-    else:
-        # starts[lo] does not fit; starts[hi] (no history at all) is taken regardless.
-        lo, hi = 0, len(starts) - 1
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if size(starts[mid]) <= budget:
-                hi = mid
-            else:
-                lo = mid
-        best = hi
-    start = starts[best]
-    return head + hist[start:] + [new], start
-
-
 class ChatTurn:
     """One answer in a session: run it, cancel it; its assistant turn is stored when it ends."""
 
-    def __init__(self, sessions: "ChatSessions", session_id: str, gen: "Generation", dropped: int) -> None:
+    def __init__(self, sessions: ChatSessions, session_id: str, gen: Generation, dropped: int) -> None:
         self._sessions = sessions
         self.session_id = session_id
         self.gen = gen
-        self.model = gen.deployment.model.name
+        self.model = gen.model
         self.dropped = dropped  # history messages left out to fit the context
         self.parts: list[str] = []
         self.result: GenerationResult | None = None
@@ -144,8 +103,11 @@ class ChatTurn:
 class ChatSessions:
     """Conversation histories, persisted in the store by session id."""
 
-    def __init__(self, core: "Core") -> None:
-        self.core = core
+    def __init__(self, repo: Any, fleet: Fleet, inference: Inference, background: Background) -> None:
+        self.repo = repo  # llmd.store.sessions.ChatSessionRepo
+        self.fleet = fleet
+        self.inference = inference
+        self.background = background
 
     @staticmethod
     def check_id(session_id: str) -> None:
@@ -157,7 +119,7 @@ class ChatSessions:
     async def get(self, session_id: str) -> ChatSession:
         """The session (an empty one if it was never written)."""
         self.check_id(session_id)
-        row = await self.core.store.sessions.get(session_id)
+        row = await self.repo.get(session_id)
         if row is None:
             return ChatSession(session_id, None, None)
         return ChatSession(session_id, row["model"], row["system_prompt"])
@@ -165,20 +127,20 @@ class ChatSessions:
     async def history(self, session_id: str) -> list[dict[str, Any]]:
         """Every stored message of the session, oldest first."""
         self.check_id(session_id)
-        return await self.core.store.sessions.messages(session_id)
+        return await self.repo.messages(session_id)
 
-    async def current_model(self, session_id: str) -> "Model":
+    async def current_model(self, session_id: str) -> Model:
         """The model the session's next answer goes to: its own, or the default."""
         session = await self.get(session_id)
-        return await self.core.resolve(session.model)
+        return await self.fleet.resolve(session.model)
 
-    async def switch_model(self, session_id: str, name: str) -> "Model":
+    async def switch_model(self, session_id: str, name: str) -> Model:
         """Make ``name`` (a registry name or alias) the session's model; 404 if unknown. Persisted."""
         self.check_id(session_id)
         if not name:
             raise ValidationError("model must not be empty", field="model")
-        model = await self.core.resolve(name)
-        await self.core.store.sessions.set_model(session_id, model.name)
+        model = await self.fleet.resolve(name)
+        await self.repo.set_model(session_id, model.name)
         return model
 
     async def chat(self, session_id: str, message: str, *, model: str | None = None,
@@ -195,21 +157,18 @@ class ChatSessions:
         if len(message) > MAX_MESSAGE_CHARS:
             raise ValidationError(f"message is longer than {MAX_MESSAGE_CHARS} characters", field="message")
         session = await self.get(session_id)
-        dep = await self.core.deployment_for(model or session.model)
-        loaded = dep.require_running()
+        dep = await self.fleet.serving(model or session.model)
         system_prompt = system if system is not None else session.system_prompt
-        rows = await self.core.store.sessions.messages(session_id, limit=HISTORY_ROWS)
+        rows = await self.repo.messages(session_id, limit=HISTORY_ROWS)
         history = [ChatMessage(r["role"], r["content"]) for r in rows]
-        budget = loaded.n_ctx - answer_reserve(loaded.n_ctx, params.max_tokens, self.core.config.sampling.max_tokens)
-        loop = asyncio.get_running_loop()
-        messages, dropped = await loop.run_in_executor(
-            dep.aux, fit_history, loaded, system_prompt, history, ChatMessage("user", message), budget)
-        gen = await self.core.generate(GenerateRequest(
+        messages, dropped = await dep.fit_chat(system_prompt, history, ChatMessage("user", message),
+                                               params.max_tokens)
+        gen = await self.inference.generate(GenerateRequest(
             messages=tuple(messages), model=dep.model.name, params=params, dialect=dialect, endpoint=endpoint))
         try:
             if system is not None and system != session.system_prompt:
-                await self.core.store.sessions.set_system_prompt(session_id, system or None)
-            await self.core.store.sessions.add_message(session_id, "user", message, model=dep.model.name,
+                await self.repo.set_system_prompt(session_id, system or None)
+            await self.repo.add_message(session_id, "user", message, model=dep.model.name,
                                                        prompt_tokens=gen.prompt_tokens)
         except BaseException:
             gen.cancel()
@@ -219,7 +178,7 @@ class ChatSessions:
     async def _store_answer(self, turn: ChatTurn, text: str, status: str, completion_tokens: int | None) -> None:
         if not text and status not in ("ok", "length"):
             return  # cut short before it said anything: nothing to keep
-        await self.core.store.sessions.add_message(
+        await self.repo.add_message(
             turn.session_id, "assistant", text, model=turn.model, status=status,
             completion_tokens=completion_tokens)
 
@@ -228,7 +187,7 @@ class ChatSessions:
         # Called while the caller is being cancelled: the write runs as its own
         # task (which the core's shutdown waits for), so a second cancel cannot
         # lose it.
-        task = self.core._spawn(self._store_answer(turn, text, status, completion_tokens))
+        task = self.background.spawn(self._store_answer(turn, text, status, completion_tokens))
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:

@@ -1,6 +1,6 @@
 """Tasks: long operations (start, stop, restart a deployment) with an id whose state can be read.
 
-Seed 002's lifecycle calls answer at once with a ``task_id``; the work goes on
+The LLM Inference Service API's lifecycle calls answer at once with a ``task_id``; the work goes on
 in the background and ``GET /api/tasks/{task_id}`` (and the task's events on
 the broker, topic ``task.<id>``) tell how it went. Tasks are kept in memory:
 they describe work of this process, and a restart ends that work anyway (the
@@ -47,15 +47,7 @@ class Task:
     finished_at: float | None = None
     _future: asyncio.Task | None = field(default=None, repr=False)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready view."""
-        return {
-            "task_id": self.id, "kind": self.kind, "target": self.target, "state": self.state,
-            "message": self.message, "result": self.result, "error": self.error,
-            "created_at": self.created_at, "started_at": self.started_at, "finished_at": self.finished_at,
-        }
-
-    async def wait(self, timeout: float | None = None) -> "Task":
+    async def wait(self, timeout: float | None = None) -> Task:
         """Wait until the task has finished (or ``timeout`` passed); returns itself."""
         if self._future is not None and not self._future.done():
             await asyncio.wait({self._future}, timeout=timeout)
@@ -93,16 +85,16 @@ class TaskTracker:
         except asyncio.CancelledError:
             task.state, task.error = "failed", {"code": "cancelled", "message": "the task was cancelled"}
             raise
-        except Exception as exc:  # noqa: BLE001 - recorded on the task, logged with traceback
+        except Exception:  # noqa: BLE001 - logged with traceback; the client reads only that it failed
             log.exception("task %s (%s %s) failed", task.id, task.kind, task.target)
             task.state = "failed"
-            task.error = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+            task.error = {"code": "internal_error", "message": "the task failed unexpectedly; see the daemon's log"}
         finally:
             task.finished_at = time.time()
             self._publish(task)
 
     def _publish(self, task: Task) -> None:
-        self.events.publish(f"task.{task.id}", task.to_dict())
+        self.events.publish(f"task.{task.id}", task)
 
     def get(self, task_id: str) -> Task:
         """The task with ``task_id``, or :class:`TaskNotFoundError`."""

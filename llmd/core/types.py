@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import enum
+import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -139,3 +142,18 @@ class DeploymentState(str, enum.Enum):
     STOPPING = "stopping"
     STOPPED = "stopped"
     ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a longer list: the items, how many there are in all, the page number (from 1) and size."""
+
+    items: list[T]
+    total: int
+    page: int
+    size: int
+
+    @property
+    def pages(self) -> int:
+        """How many pages there are."""
+        return math.ceil(self.total / self.size) if self.size else 0

@@ -1,4 +1,4 @@
-"""HTTP layer: the Quart app factory and one package per dialect."""
+"""HTTP layer: the Quart app factory, one package per API, and the modules they share."""
 
 from llmd.http.app import create_app
 

@@ -7,13 +7,17 @@ files), so the docs work on a box with no internet.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import re
 from pathlib import Path
 from typing import Any
 
+from quart import Response, jsonify
+
 from llmd import __version__
-from llmd.http.api import Dialect
+from llmd.errors import NotFoundError
+from llmd.http.routing import Dialect
 
 _ASSETS = {
     "swagger-ui-bundle.js": "application/javascript",
@@ -50,28 +54,11 @@ def openapi_path(path: str) -> str:
     return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", path)
 
 
-def _error_schema(dialect: Dialect) -> dict[str, Any]:
-    shapes = {
-        "openai": {"type": "object", "required": ["error"], "properties": {"error": {
-            "type": "object", "required": ["message", "type", "code"],
-            "properties": {"message": {"type": "string"}, "type": {"type": "string"},
-                           "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}},
-        "local": {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}},
-        "easyviz": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
-        "manager": {"type": "object", "required": ["success", "message", "error"], "properties": {
-            "success": {"const": False}, "message": {"type": "string"}, "error": {"type": "string"},
-            "timestamp": {"type": "string"}}},
-    }
-    shapes["docs"] = shapes["local"]  # the docs routes answer errors as seed 003 does
-    return shapes.get(dialect.name, {"type": "object", "required": ["error"], "properties": {"error": {
-        "type": "object", "required": ["code", "message"],
-        "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}}}}})
-
-
 # werkzeug converters -> the schema of the path parameter
 _CONVERTERS = {"int": {"type": "integer", "minimum": 0}, "float": {"type": "number"},
                "path": {"type": "string", "minLength": 1}, "string": {"type": "string", "minLength": 1,
                                                                        "pattern": "^[^/]+$"}}
+_CONVERTERS["default"] = _CONVERTERS["string"]
 
 # One Server-Sent Event as a parsed event (what the data line carries is each dialect's format, docs/api.md).
 SSE_EVENT = {"type": "object", "properties": {"event": {"type": "string"}, "data": {"type": "string"},
@@ -127,7 +114,7 @@ def build_openapi(dialects: list[Dialect]) -> dict[str, Any]:
     components: dict[str, Any] = {}
     for d in dialects:
         err_name = f"{d.name}_error"
-        components[err_name] = _error_schema(d)
+        components[err_name] = d.error_schema
         for r in d.routes:
             if r.websocket:
                 continue  # OpenAPI cannot describe WebSockets; docs/api.md does
@@ -171,7 +158,8 @@ def build_openapi(dialects: list[Dialect]) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "llmd", "version": __version__,
-                 "description": "One LLM daemon, several API dialects. See docs/api.md."},
+                 "description": "One LLM daemon, several APIs over one core: " +
+                                ", ".join(d.title for d in dialects if d.name != "docs") + ". See docs/api.md."},
         "paths": paths,
         "components": {"schemas": components, "securitySchemes": SECURITY_SCHEMES},
         "security": [{"bearer": []}, {"apiKey": []}],
@@ -197,3 +185,43 @@ NO_ASSETS_HTML = """<!doctype html>
 <body><p>The documentation viewer's files are not installed
 (<code>pip install --no-deps fastapi-offline</code>).
 The OpenAPI document is at <a href="/openapi.json">/openapi.json</a>.</p></body></html>"""
+
+
+def docs_dialect(fallback: Dialect, dialects: list[Dialect]) -> Dialect:
+    """The documentation's own routes: the OpenAPI document, Swagger UI, ReDoc and their files.
+
+    Their errors come in ``fallback``'s envelope (the owner of paths nobody claims).
+    """
+    d = Dialect("docs", "Documentation", fallback.render_error, fallback.error_schema,
+                paths=("/docs", "/redoc", "/openapi.json"), prefixes=("/docs/",))
+    spec: dict[str, Any] = {}
+
+    @d.route("/openapi.json", summary="The OpenAPI document", auth="public")
+    async def openapi_json() -> Any:
+        """Generated from the routes' declarations."""
+        if not spec:
+            spec.update(build_openapi(dialects))
+        return jsonify(spec)
+
+    @d.route("/docs", summary="Swagger UI", text=True, auth="public")
+    async def docs() -> Any:
+        """Interactive documentation, served with no internet access."""
+        return Response(SWAGGER_HTML if has_assets() else NO_ASSETS_HTML, content_type="text/html")
+
+    @d.route("/redoc", summary="ReDoc", text=True, auth="public")
+    async def redoc() -> Any:
+        """Reference documentation, served with no internet access."""
+        return Response(REDOC_HTML if has_assets() else NO_ASSETS_HTML, content_type="text/html")
+
+    @d.route("/docs/assets/<name>", summary="Documentation assets", text=True, auth="public")
+    async def docs_asset(name: str) -> Any:
+        """Swagger UI and ReDoc files."""
+        found = await asyncio.to_thread(asset, name)  # up to 1.5 MB from disk: off the loop
+        if found is None:
+            raise NotFoundError(f"no documentation asset '{name}'")
+        data, ctype = found
+        resp = Response(data, content_type=ctype)
+        resp.headers["Cache-Control"] = "public, max-age=86400"
+        return resp
+
+    return d

@@ -1,33 +1,25 @@
-"""Port-bound deployments: the OpenAI dialect for one model on a port of its own.
+"""Port-bound deployments: the OpenAI API of one model on a port of its own.
 
 A deployment started with ``port`` is also served on ``<server.host>:<port>``.
-The listener runs the same Quart app that ``create_app`` built, wrapped in a
-small ASGI layer (:class:`PortApp`) that
+The daemon's listener there (``llmd.daemon.listeners``) runs the same Quart
+app that ``create_app`` built, wrapped in this small ASGI layer, which
 
 - admits only ``/v1/...`` paths (anything else is a 404 in OpenAI's envelope);
 - pins the model: the JSON body's ``"model"`` is rewritten to the deployment's
   model, whatever the client named, and ``GET /v1/models`` lists only it.
 
-So authentication, limits and error rendering stay in one place. Core starts
-and stops listeners through :class:`PortListeners` (wired by the daemon), and
-never imports the web server itself.
+So authentication, limits and error rendering stay in one place.
 """
 
 from __future__ import annotations
 
-import asyncio
-import errno
 import json
-import logging
-import socket
 import urllib.parse
 from typing import Any, Awaitable, Callable
 from urllib.parse import quote
 
-from llmd.config import Config
-from llmd.errors import ConflictError
-
-log = logging.getLogger(__name__)
+from llmd.errors import ModelNotFoundError, NotFoundError
+from llmd.http.openai_format import error_body
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -50,6 +42,7 @@ class PortApp:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection: lifespan, ``/v1/`` requests with the model pinned, 404 otherwise."""
         kind = scope["type"]
         if kind == "lifespan":  # the main app's lifespan already ran on the main listener
             while True:
@@ -64,9 +57,8 @@ class PortApp:
             return
         path = scope.get("path", "")
         if not path.startswith("/v1/"):
-            for msg in _json_response(404, {"error": {
-                    "message": f"this port serves only the OpenAI API (/v1/...) of model '{self.model}'",
-                    "type": "invalid_request_error", "param": None, "code": "not_found"}}):
+            err = NotFoundError(f"this port serves only the OpenAI API (/v1/...) of model '{self.model}'")
+            for msg in _json_response(err.status, error_body(err)):
                 await send(msg)
             return
         method = scope.get("method", "GET")
@@ -76,9 +68,8 @@ class PortApp:
         if method == "GET" and path.startswith("/v1/models/") and \
                 urllib.parse.unquote(path[len("/v1/models/"):]).rstrip("/") != self.model:
             # this port knows one model only: the others do not exist here
-            for msg in _json_response(404, {"error": {
-                    "message": f"this port serves only model '{self.model}'",
-                    "type": "invalid_request_error", "param": "model", "code": "model_not_found"}}):
+            err = ModelNotFoundError(f"this port serves only model '{self.model}'", field="model")
+            for msg in _json_response(err.status, error_body(err)):
                 await send(msg)
             return
         if method == "POST":
@@ -151,64 +142,3 @@ class PortApp:
         headers.append((b"content-length", str(len(data)).encode()))
         await send({"type": "http.response.start", "status": start.get("status", 500), "headers": headers})
         await send({"type": "http.response.body", "body": data, "more_body": False})
-
-
-class PortListeners:
-    """Starts and stops Hypercorn listeners for port-bound deployments (Core's ``listeners``)."""
-
-    def __init__(self, app: Any, config: Config) -> None:
-        self.app = app
-        self.config = config
-        self._servers: dict[int, tuple[asyncio.Task, asyncio.Event, socket.socket]] = {}
-
-    def _bind(self, port: int) -> socket.socket:
-        host = self.config.server.host.strip("[]")
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            sock.close()
-            why = "it is already in use by another process" if exc.errno == errno.EADDRINUSE else exc.strerror
-            raise ConflictError(f"cannot serve port {port} on {host}: {why}", field="port",
-                                details={"port": port, "host": host}) from None
-        sock.listen(128)
-        sock.set_inheritable(True)
-        return sock
-
-    async def start(self, port: int, model: str) -> None:
-        """Serve the OpenAI dialect for ``model`` on ``port``; ConflictError when the port is taken."""
-        from hypercorn.asyncio import serve
-        from hypercorn.config import Config as HypercornConfig
-
-        if port in self._servers:
-            raise ConflictError(f"port {port} is already served", field="port", details={"port": port})
-        sock = self._bind(port)
-        hc = HypercornConfig()
-        hc.bind = [f"fd://{sock.fileno()}"]
-        hc.graceful_timeout = min(self.config.server.graceful_timeout, 5.0)
-        hc.keep_alive_timeout = self.config.server.keep_alive_timeout
-        hc.accesslog = None
-        hc.errorlog = logging.getLogger("hypercorn.error")
-        hc.include_server_header = False
-        stop = asyncio.Event()
-        task = asyncio.ensure_future(serve(PortApp(self.app, model, self.config.server.max_body_bytes), hc,
-                                           shutdown_trigger=stop.wait))  # type: ignore[arg-type]
-        self._servers[port] = (task, stop, sock)
-        log.info("serving model %s on port %d", model, port)
-
-    async def stop(self, port: int) -> None:
-        """Stop the listener on ``port`` (open requests get the grace period)."""
-        entry = self._servers.pop(port, None)
-        if entry is None:
-            return
-        task, stop, sock = entry
-        stop.set()
-        try:
-            await asyncio.wait_for(task, self.config.server.graceful_timeout + 5)
-        except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - a stuck listener must not block a stop
-            task.cancel()
-            log.warning("the listener on port %d did not stop cleanly", port, exc_info=True)
-        sock.detach()  # Hypercorn's socket object owned (and closed) this fd; never close it twice
-        log.info("stopped serving port %d", port)

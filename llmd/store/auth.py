@@ -25,7 +25,7 @@ def _key_row(row: dict[str, Any] | None) -> dict[str, Any] | None:
 class AuthRepo:
     """Rows of API keys and users."""
 
-    def __init__(self, store: "Store") -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     # -- API keys -------------------------------------------------------

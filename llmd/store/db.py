@@ -13,8 +13,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import AsyncIterator
-from typing import Any
+from typing import Any, AsyncIterator
 
 import aiosqlite
 
@@ -32,13 +31,13 @@ class Store:
         # Every write takes this lock, so one coroutine's transaction never
         # swallows another coroutine's statements on the shared connection.
         self._write_lock = asyncio.Lock()
-        from llmd.store.models import ModelRepo
-        from llmd.store.requests import RequestLogRepo
-        from llmd.store.deployments import DeploymentRepo
-        from llmd.store.sessions import ChatSessionRepo
         from llmd.store.auth import AuthRepo
+        from llmd.store.deployments import DeploymentRepo
         from llmd.store.downloads import DownloadRepo
         from llmd.store.hub import HubRepo
+        from llmd.store.models import ModelRepo
+        from llmd.store.requests import RequestLogRepo
+        from llmd.store.sessions import ChatSessionRepo
 
         self.models = ModelRepo(self)
         self.requests = RequestLogRepo(self)

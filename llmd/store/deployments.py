@@ -31,9 +31,9 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
 
 
 class DeploymentRepo:
-    """Deployment rows; the live objects are in ``llmd.core.deployments``."""
+    """Deployment rows; the live deployments are in ``llmd.core.fleet``."""
 
-    def __init__(self, store: "Store") -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     async def upsert(self, model_name: str, state: str, settings: dict[str, Any], error: str | None = None) -> None:

@@ -31,7 +31,7 @@ def _row(row: dict[str, Any] | None) -> dict[str, Any] | None:
 class DownloadRepo:
     """Rows of download tasks: source, state, progress, the partial file."""
 
-    def __init__(self, store: "Store") -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     async def insert(self, task_id: str, model_id: str, source: str, *, filename: str | None,

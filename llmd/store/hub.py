@@ -22,7 +22,7 @@ def _item(row: dict[str, Any]) -> dict[str, Any]:
 class HubRepo:
     """Rows of the hub catalogue cache and favourites."""
 
-    def __init__(self, store: "Store") -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     # -- catalogue -------------------------------------------------------

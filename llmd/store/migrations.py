@@ -70,7 +70,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         "0004_chat_sessions",
         """
         CREATE TABLE chat_sessions (
-            id TEXT PRIMARY KEY,           -- the client's session id (seed 000's /ws/chat/{session_id}/)
+            id TEXT PRIMARY KEY,           -- the client's session id (the EasyVizAI API's /ws/chat/{session_id}/)
             model TEXT,                    -- the session's current model (registry name); NULL: the default
             system_prompt TEXT,
             created_at REAL NOT NULL,

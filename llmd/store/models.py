@@ -44,7 +44,7 @@ def _row(row: dict[str, Any] | None, aliases: list[str] | None = None) -> dict[s
 class ModelRepo:
     """Models and aliases."""
 
-    def __init__(self, store: "Store") -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     async def _aliases(self, model_id: int) -> list[str]:
@@ -75,7 +75,7 @@ class ModelRepo:
         return _row(row, await self._aliases(row["id"]))
 
     async def get_by_id(self, model_id: int) -> dict[str, Any] | None:
-        """A model by its row id (seed 002's ``model-<n>``); ``None`` if there is none."""
+        """A model by its row id (the LLM Inference Service API's ``model-<n>``); ``None`` if there is none."""
         row = await self.store.fetchone("SELECT * FROM models WHERE id=?", (model_id,))
         if row is None:
             return None

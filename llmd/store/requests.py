@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 class RequestLogRepo:
     """Append-only log of inference requests."""
 
-    def __init__(self, store: "Store") -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     async def add(

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 class ChatSessionRepo:
     """Chat sessions (id, current model, system prompt) and their ordered messages."""
 
-    def __init__(self, store: "Store") -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     async def get(self, session_id: str) -> dict[str, Any] | None:

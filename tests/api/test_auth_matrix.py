@@ -24,7 +24,7 @@ from hypercorn.config import Config as HypercornConfig
 
 from llmd.core.auth import POLICIES
 from llmd.http import create_app
-from llmd.http.api import Dialect
+from llmd.http.routing import Dialect
 
 LAN = {"client": ("192.0.2.10", 40000)}  # an address that is not loopback
 UNREACHABLE = "http://127.0.0.1:9"  # hub and registry calls fail at once, and stay on this machine
@@ -105,7 +105,7 @@ class Served:
         cfg.graceful_timeout = 1
         self.task = asyncio.ensure_future(serve(app, cfg, shutdown_trigger=self._stop.wait))  # type: ignore[arg-type]
 
-    async def ready(self) -> "Served":
+    async def ready(self) -> Served:
         async with httpx.AsyncClient() as c:
             for _ in range(200):
                 try:
@@ -142,10 +142,10 @@ def check_refusal(where: str, dialect: str, status: int, headers: Any, text: str
     if status == 401 and headers.get("www-authenticate", "").split(" ")[0] != "Bearer":
         problems.append(f"{where}: 401 without WWW-Authenticate: Bearer")
     code = _auth_code(body)
-    want = {("openai", 401): "invalid_api_key", ("ops", 401): "AUTHENTICATION_FAILED",
-            ("ops", 403): "AUTHORIZATION_FAILED", ("manager", 401): "AUTHENTICATION_FAILED",
-            ("manager", 403): "AUTHORIZATION_FAILED", ("spec", 401): "AUTHENTICATION_FAILED",
-            ("spec", 403): "AUTHORIZATION_FAILED"}.get((dialect, status))
+    want = {("openai", 401): "invalid_api_key", ("inference_service", 401): "AUTHENTICATION_FAILED",
+            ("inference_service", 403): "AUTHORIZATION_FAILED", ("llm_manager", 401): "AUTHENTICATION_FAILED",
+            ("llm_manager", 403): "AUTHORIZATION_FAILED", ("api_v1", 401): "AUTHENTICATION_FAILED",
+            ("api_v1", 403): "AUTHORIZATION_FAILED"}.get((dialect, status))
     if want is not None and code != want:
         problems.append(f"{where}: code {code!r}, expected {want!r}: {text[:200]}")
     if "llmd_" in text:
@@ -182,23 +182,17 @@ async def test_every_route_has_a_policy(fake_core):
             assert r.auth in POLICIES, f"{r.path} ({d.name}) has no auth policy"
 
 
-async def test_a_route_without_a_policy_stops_create_app(fake_core, monkeypatch):
-    import llmd.http.app as app_module
-
-    original = app_module.local.build
-
-    def build(core):
-        d = original(core)
-
-        @d.route("/unguarded", summary="a route someone forgot to guard")
+async def test_a_route_without_a_policy_cannot_be_declared():
+    d = Dialect("x", "X", lambda err, path: ({}, err.status), {})
+    with pytest.raises(TypeError, match="auth"):
+        @d.route("/unguarded", summary="a route someone forgot to guard")  # type: ignore[call-arg]
         async def unguarded() -> Any:
             return "no"
-
-        return d
-
-    monkeypatch.setattr(app_module.local, "build", build)
-    with pytest.raises(ValueError, match="/unguarded"):
-        create_app(fake_core)
+    with pytest.raises(ValueError, match="/misguarded"):
+        @d.route("/misguarded", summary="a route with a policy that does not exist", auth="nobody")
+        async def misguarded() -> Any:
+            return "no"
+    assert d.routes == []
 
 
 async def test_auth_matrix(core_factory):
@@ -283,14 +277,14 @@ async def test_model_limited_key_gets_403_for_other_models(core_factory, tiny_gg
         ("/v1/chat/completions", chat, "openai"),
         ("/v1/completions", {"model": "tiny", "prompt": "hi", "max_tokens": 2}, "openai"),
         ("/v1/embeddings", {"model": "tiny", "input": "hi"}, "openai"),
-        ("/api/v1/generate", {"model": "tiny", "prompt": "hi", "max_tokens": 2}, "spec"),
-        ("/api/v1/generate/stream", {"model": "tiny", "prompt": "hi", "max_tokens": 2}, "spec"),
+        ("/api/v1/generate", {"model": "tiny", "prompt": "hi", "max_tokens": 2}, "api_v1"),
+        ("/api/v1/generate/stream", {"model": "tiny", "prompt": "hi", "max_tokens": 2}, "api_v1"),
         ("/api/v1/llm/generate/", {"prompt": "hi", "model": "tiny"}, "easyviz"),
-        ("/generate", {"prompt": "hi", "max_tokens": 2, "stream": False}, "local"),  # the default model: tiny
-        ("/api/models/tiny/generate", {"prompt": "hi", "max_tokens": 2}, "ops"),
+        ("/generate", {"prompt": "hi", "max_tokens": 2, "stream": False}, "llama_local"),  # the default model: tiny
+        ("/api/models/tiny/generate", {"prompt": "hi", "max_tokens": 2}, "inference_service"),
         # seed 004 names the deployment, not the model; whatever "model" the body says, tiny would answer
-        (f"/api/chat/{core.deployments['tiny'].id}", {"model": "second", "messages": chat["messages"]}, "manager"),
-        (f"/api/completions/{core.deployments['tiny'].id}", {"model": "second", "prompt": "hi"}, "manager"),
+        (f"/api/chat/{core.fleet.get('tiny').id}", {"model": "second", "messages": chat["messages"]}, "llm_manager"),
+        (f"/api/completions/{core.fleet.get('tiny').id}", {"model": "second", "prompt": "hi"}, "llm_manager"),
     ]
     for path, body, dialect in cases:
         r = await client.post(path, json=body, headers=h, scope_base=LAN)

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import pytest
 
 from llmd.http import create_app
-from llmd.http.api import Dialect, Route
+from llmd.http.routing import Dialect, Route
 
 LEAKS = ("Traceback", 'File "')
 
@@ -75,13 +75,13 @@ def _manager(body: Any, status: int) -> str:
 # (API-MAP.md gives each dialect's envelope)
 ENVELOPES: dict[str, Callable[[Any, int], str]] = {
     "openai": _openai,
-    "local": _detail,
+    "llama_local": _detail,
     "docs": _detail,
     "admin": _admin,
     "easyviz": _error_text,
-    "spec": _admin,
-    "ops": _ops,
-    "manager": _manager,
+    "api_v1": _admin,
+    "inference_service": _ops,
+    "llm_manager": _manager,
 }
 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -118,7 +118,7 @@ async def check(client, dialect: Dialect, method: str, url: str, *, data: bytes 
     try:
         # a route that never answers would otherwise hang the whole suite
         r = await asyncio.wait_for(client.open(url, method=method, data=data, headers=headers), 30)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         problems.append(f"{method} {url} [{what}]: no complete answer within 30 s")
         return 0, ""
     text = await r.get_data(as_text=True)
@@ -398,10 +398,11 @@ async def test_unknown_paths_get_the_dialects_envelope(app, client):
                     continue  # a real route matched: the bad-input tests cover it
                 await check(client, d, method, url, data=b"{}" if method == "POST" else None, status=expected,
                             problems=problems, what="unknown path")
-    # paths nobody owns: seed 003's {"detail": ...}
-    local = next(d for d in dialects if d.name == "local")
+    # paths nobody owns: the LLaMA Local API's {"detail": ...}
+    local = next(d for d in dialects if d.name == "llama_local")
+    owners = app.extensions["llmd_owners"]
     unowned = [u for u in ("/no-such-route-xyz", "/api/v9/nothing", "/favicon.ico", "/x/y/z")
-               if not any(d.owns(u) for d in dialects)]
+               if owners.owner(u) is owners.fallback]
     assert unowned
     for url in unowned:
         await check(client, local, "GET", url, status=404, problems=problems, what="unowned path")
@@ -430,11 +431,10 @@ async def test_wrong_method_is_405(app, client):
 
 async def test_routes_are_owned_by_their_dialect(app):
     """Errors raised before a handler (404, 405, 413) use the owner's envelope: it must be the route's dialect."""
-    dialects = app.extensions["llmd_dialects"]
-    fallback = next(d for d in dialects if d.name == "local")
+    owners = app.extensions["llmd_owners"]
     for d, r in all_routes(app):
         path = concrete(r.path)
-        first = next((x for x in dialects if x.owns(path)), fallback)
+        first = owners.owner(path)
         assert first is d, f"{r.path} is declared by {d.name} but errors before its handler render as {first.name}"
 
 
@@ -443,7 +443,7 @@ async def test_body_too_large_is_413(core_factory):
     app = create_app(core)
     client = app.test_client()
     problems: list[str] = []
-    for d, r, schema, base in body_routes(app):
+    for d, r, _schema, base in body_routes(app):
         big = {**base, "padding": "x" * 4096}
         for method in r.methods:
             await check(client, d, method, concrete(r.path), data=json.dumps(big).encode(), status=413,
@@ -468,13 +468,15 @@ async def test_unexpected_exceptions_are_500_in_envelope_without_leaks(app, clie
     async def explode(*args, **kwargs):
         raise RuntimeError(secret)
 
-    # every public coroutine method of the core fails unexpectedly
+    # every public coroutine method of every core component a handler calls fails unexpectedly
     patched = []
-    for name, fn in inspect.getmembers(type(fake_core), inspect.iscoroutinefunction):
-        if not name.startswith("_"):
-            monkeypatch.setattr(fake_core, name, explode)
-            patched.append(name)
-    assert {"generate", "embed", "health", "list_models", "deployment_for"} <= set(patched)
+    for component in ("fleet", "inference", "models", "monitor", "sessions", "downloads", "hub", "auth"):
+        obj = getattr(fake_core, component)
+        for name, _fn in inspect.getmembers(type(obj), inspect.iscoroutinefunction):
+            if not name.startswith("_"):
+                monkeypatch.setattr(obj, name, explode)
+                patched.append(f"{component}.{name}")
+    assert {"inference.generate", "inference.embed", "monitor.health", "models.list", "fleet.serving"} <= set(patched)
     problems: list[str] = []
     bodies = {(r.path, r.handler): base for _, r, _, base in body_routes(app)}
     status_of: dict[tuple[str, str], int] = {}

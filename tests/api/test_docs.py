@@ -128,7 +128,7 @@ async def test_documented_ranges(spec):
 async def test_error_envelopes_are_documented(spec):
     schemas = spec["components"]["schemas"]
     assert schemas["openai_error"]["properties"]["error"]["required"] == ["message", "type", "code"]
-    assert schemas["local_error"]["required"] == ["detail"]
+    assert schemas["llama_local_error"]["required"] == ["detail"]
     assert "error" in schemas["admin_error"]["properties"]
 
 

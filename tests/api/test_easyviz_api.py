@@ -7,13 +7,12 @@ import json
 from typing import Any
 
 import pytest
-
 from helpers import parse_sse, settle, wait_requests, write_tiny_gguf
 
 from llmd.config import load_config
 from llmd.core import Core
 from llmd.core.engine.fake import FakeEngine
-from llmd.core.sessions import answer_reserve, fit_history
+from llmd.core.generation import answer_reserve, fit_history
 from llmd.core.types import ChatMessage, DeploymentState
 from llmd.http import create_app
 from llmd.store import Store
@@ -34,13 +33,13 @@ async def body_of(resp) -> Any:
 def spy_generate(core: Core) -> list:
     """Record every GenerateRequest the core receives."""
     seen: list = []
-    real = core.generate
+    real = core.inference.generate
 
     async def spy(req):
         seen.append(req)
         return await real(req)
 
-    core.generate = spy  # type: ignore[method-assign]
+    core.inference.generate = spy  # type: ignore[method-assign]
     return seen
 
 
@@ -63,7 +62,7 @@ async def wait_idle(core: Core, timeout: float = 5.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        if all(d.stats()["active"] == 0 and d.stats()["queued"] == 0 for d in core.deployments.values()):
+        if all(d.info().active == 0 and d.info().queued == 0 for d in core.fleet.live()):
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the engine did not become idle")
@@ -83,7 +82,7 @@ async def test_health(client, fake_core):
 
 
 async def test_health_degraded_when_the_current_model_is_unloaded(client, fake_core):
-    await fake_core.unload_model("tiny")
+    await fake_core.fleet.unload("tiny")
     body = await body_of(await client.get(f"{API}/health/"))
     assert body["status"] == "degraded"
     assert body["loaded_models"] == []
@@ -91,15 +90,15 @@ async def test_health_degraded_when_the_current_model_is_unloaded(client, fake_c
 
 
 async def test_health_unhealthy_when_shutting_down_is_503(client, fake_core):
-    fake_core.shutting_down = True
+    fake_core.background.stopping = True
     r = await client.get(f"{API}/health/")
     assert r.status_code == 503
     assert (await body_of(r))["status"] == "unhealthy"
-    fake_core.shutting_down = False
+    fake_core.background.stopping = False
 
 
 async def test_list_models(client, fake_core, tmp_path):
-    await fake_core.add_model(str(write_tiny_gguf(tmp_path / "other.gguf")), "other")
+    await fake_core.models.add_file(str(write_tiny_gguf(tmp_path / "other.gguf")), "other")
     r = await client.get(f"{API}/models/")
     assert r.status_code == 200
     body = await body_of(r)
@@ -133,13 +132,13 @@ async def test_model_detail_unknown_is_404_listing_names(client):
 
 
 async def test_unload_and_load_really_change_the_engine(client, fake_core):
-    dep = fake_core.deployments["tiny"]
+    dep = fake_core.fleet.get("tiny")
     loaded = dep.loaded
     r = await client.post(f"{API}/models/tiny/unload/")
     assert r.status_code == 200
     assert (await body_of(r))["message"] == "Model tiny unloaded successfully"
     assert loaded.closed is True  # the model's memory is freed
-    assert "tiny" not in fake_core.deployments
+    assert fake_core.fleet.get("tiny") is None
     detail = await body_of(await client.get(f"{API}/models/tiny/"))
     assert detail["loaded"] is False and detail["config"]["device"] is None
 
@@ -151,7 +150,7 @@ async def test_unload_and_load_really_change_the_engine(client, fake_core):
     body = await body_of(r)
     assert body["message"] == "Model default loaded successfully"
     assert body["model"] == "tiny" and body["device"] == "cpu"
-    assert fake_core.deployments["tiny"].state is DeploymentState.RUNNING
+    assert fake_core.fleet.get("tiny").state is DeploymentState.RUNNING
     assert (await body_of(await client.get(f"{API}/health/")))["loaded_models"] == ["tiny"]
 
 
@@ -165,7 +164,7 @@ async def test_load_unload_unknown_model_is_404(client, action):
 async def test_failed_load_is_500_envelope(core_factory):
     engine = FakeEngine()
     core = await core_factory(engine)
-    await core.unload_model("tiny")
+    await core.fleet.unload("tiny")
     engine.fail_load = True
     r = await create_app(core).test_client().post(f"{API}/models/tiny/load/")
     assert r.status_code == 500
@@ -265,12 +264,12 @@ async def test_unknown_model_is_404_listing_names_never_rerouted(client, fake_co
     body = await body_of(r)
     assert set(body) == {"error"}
     assert "'qwen'" in body["error"] and "available models: tiny" in body["error"]
-    assert fake_core.deployments["tiny"].completed == 0
+    assert fake_core.fleet.get("tiny").completed == 0
     assert len(seen) == 1  # refused by the core, not sent to another model
 
 
 async def test_model_not_loaded_is_503_with_retry_after(client, fake_core):
-    await fake_core.unload_model("tiny")
+    await fake_core.fleet.unload("tiny")
     for path in ("/generate/", "/generate/stream/"):
         r = await client.post(f"{API}{path}", json={"prompt": "hi"})
         assert r.status_code == 503
@@ -283,11 +282,11 @@ async def test_busy_is_503_with_retry_after(core_factory):
     core = await core_factory(FakeEngine(delay_s=1.0), **{"engine.queue_size": 1, "engine.parallel": 1})
     client = create_app(core).test_client()
     short = {"max_length": 4}
-    dep = core.deployments["tiny"]
+    dep = core.fleet.get("tiny")
 
     async def until(cond) -> dict:
         for _ in range(2000):
-            stats = dep.stats()
+            stats = dep.info()
             if cond(stats):
                 return stats
             await asyncio.sleep(0.01)
@@ -296,9 +295,9 @@ async def test_busy_is_503_with_retry_after(core_factory):
     # One at a time: a request counts as queued until the scheduler takes it, so the second is sent
     # only once the first is generating (else the one-place queue would refuse it).
     first = asyncio.ensure_future(client.post(f"{API}/generate/", json={"prompt": "a", "parameters": short}))
-    await until(lambda s: s["active"] == 1 and s["queued"] == 0)
+    await until(lambda s: s.active == 1 and s.queued == 0)
     second = asyncio.ensure_future(client.post(f"{API}/generate/", json={"prompt": "b", "parameters": short}))
-    await until(lambda s: s["active"] == 1 and s["queued"] == 1)
+    await until(lambda s: s.active == 1 and s.queued == 1)
     r = await client.post(f"{API}/generate/", json={"prompt": "c"})
     assert r.status_code == 503
     assert r.headers["Retry-After"]
@@ -406,7 +405,7 @@ async def test_ws_errors_keep_the_socket_open(client, fake_core, raw, names):
 
 
 async def test_ws_model_not_loaded_is_an_error(client, fake_core):
-    await fake_core.unload_model("tiny")
+    await fake_core.fleet.unload("tiny")
     async with client.websocket("/ws/chat/s/") as ws:
         await ws.send(json.dumps({"type": "chat_message", "message": "hi"}))
         err = await recv(ws)
@@ -415,8 +414,8 @@ async def test_ws_model_not_loaded_is_an_error(client, fake_core):
 
 
 async def test_ws_model_switch_persists(client, fake_core, tmp_path):
-    await fake_core.add_model(str(write_tiny_gguf(tmp_path / "other.gguf")), "other")
-    await fake_core.load_model("other")
+    await fake_core.models.add_file(str(write_tiny_gguf(tmp_path / "other.gguf")), "other")
+    await fake_core.fleet.load("other")
     async with client.websocket("/ws/chat/sw/") as ws:
         await ws.send(json.dumps({"type": "model_switch", "model": "other"}))
         assert await recv(ws) == {"type": "model_switched", "model": "other"}
@@ -473,7 +472,7 @@ async def test_ws_history_survives_a_core_restart(tmp_path, tiny_gguf):
         if await core.registry.find("tiny") is None:
             await core.registry.add_file(tiny_gguf, "tiny")
         await core.start()
-        await core.deployments["tiny"].wait_loaded(10)
+        await core.fleet.get("tiny").wait_loaded(10)
         return core, store
 
     core, store = await start()
@@ -531,13 +530,13 @@ async def test_ws_closing_mid_answer_cancels_generation(core_factory):
     async with client.websocket("/ws/chat/gone/") as ws:
         await ws.send(json.dumps({"type": "chat_message", "message": "hi"}))
         assert (await recv(ws))["type"] == "assistant_chunk"
-        assert core.active_streams == 1
+        assert core.streams.active == 1
     await wait_idle(core)
     rows = await wait_requests(core, 1)
     assert rows[0]["status"] == "cancelled"
     assert rows[0]["completion_tokens"] < 500
     await settle(core)
-    assert core.active_streams == 0
+    assert core.streams.active == 0
     hist = await core.sessions.history("gone")
     assert [(r["role"], r["status"]) for r in hist] == [("user", "ok"), ("assistant", "cancelled")]
     assert 0 < len(hist[1]["content"]) < 500
@@ -553,7 +552,7 @@ async def test_ws_failure_mid_answer_is_an_error_and_the_socket_stays_open(core_
         err = msgs[-1]
         assert err["type"] == "error" and "generation failed" in err["error"]
         assert err["finish_reason"] == "error" and err["content"] == REPLY[:4]
-        core.deployments["tiny"].loaded._fail_after = None  # the loaded fake model took a copy
+        core.fleet.get("tiny").loaded._fail_after = None  # the loaded fake model took a copy
         await ws.send(json.dumps({"type": "chat_message", "message": "again", "stream": False}))
         assert (await recv(ws))["type"] == "assistant_message"
     hist = await core.sessions.history("f")
@@ -578,15 +577,15 @@ async def test_ws_counts_in_active_streams_and_health(client, fake_core):
     async with client.websocket("/ws/chat/n/") as ws:
         await ws.send(json.dumps({"type": "model_switch", "model": "tiny"}))
         await recv(ws)
-        assert fake_core.active_streams == 1
+        assert fake_core.streams.active == 1
         body = await body_of(await client.get(f"{API}/health/"))
         assert body["active_connections"] == 1
     await settle(fake_core)
     for _ in range(100):
-        if fake_core.active_streams == 0:
+        if fake_core.streams.active == 0:
             break
         await asyncio.sleep(0.01)
-    assert fake_core.active_streams == 0
+    assert fake_core.streams.active == 0
 
 
 async def test_ws_invalid_session_id_is_refused(client):

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from fakehub import FakeHub, sha256_file, write_gguf
 from helpers import make_config, parse_sse
 
@@ -62,10 +61,11 @@ async def env(tmp_path: Path, hub: FakeHub):
         core: Core
         client: object
 
-        async def open(self, **flags: object) -> "Env":
+        async def open(self, **flags: object) -> Env:
             base = {"downloads.hf_endpoint": hub.url, "downloads.ollama_registry": hub.url,
                     "models.load_default": False, "hub.cache_ttl_s": 0, "downloads.retry_backoff_s": 0.05,
-                    "downloads.progress_interval_s": 0.05, "downloads.disk_margin_mb": 1, "hub.timeout_s": 3.0}  # generous: 2 busy cores
+                    "downloads.progress_interval_s": 0.05, "downloads.disk_margin_mb": 1,
+                    "hub.timeout_s": 3.0}  # generous: 2 busy cores
             base.update(flags)
             cfg = make_config(tmp_path, **base)
             store = Store(cfg.db_path)
@@ -301,7 +301,8 @@ async def test_a_corrupt_file_fails_is_deleted_and_nothing_is_registered(env):
     task = await start(env.client, model_id="testorg/big-GGUF")
     done = await wait_status(env.client, task["id"], ("completed", "failed"))
     assert done["status"] == "failed" and done["error_code"] == "CHECKSUM_MISMATCH"
-    assert "sha256" in done["error"] and done["error_details"]["expected_sha256"] != done["error_details"]["actual_sha256"]
+    details = done["error_details"]
+    assert "sha256" in done["error"] and details["expected_sha256"] != details["actual_sha256"]
     path = Path(done["files"][0]["path"])
     assert not path.exists() and not Path(str(path) + ".partial").exists()
     assert await env.core.registry.find("testorg/big-GGUF") is None
@@ -401,10 +402,10 @@ async def test_restart_finishes_a_registration_that_a_crash_interrupted(env, fil
     await env.open()
     task = await start(env.client, model_id="testorg/tiny-GGUF", filename="tiny.Q8_0.gguf")
     await wait_status(env.client, task["id"], ("completed",))
-    path = Path((await env.core.downloads.get(task["id"]))["files"][0]["path"])
+    path = Path((await env.core.downloads.get(task["id"])).files[0].path)
     # Re-create the state a crash right after the verify would leave: the file still .partial,
     # the row in phase 'register', no model registered.
-    await env.core.registry.store.models.delete("testorg/tiny-GGUF")
+    await env.core.registry.repo.delete("testorg/tiny-GGUF")
     path.rename(str(path) + ".partial")
     await env.core.store.downloads.update(task["id"], status="downloading", phase="register", model_name=None)
     await env.close()
@@ -459,11 +460,11 @@ async def test_a_failed_registration_resumes_without_downloading_again(env, monk
     assert done["status"] == "completed" and done["model_name"] == "testorg/tiny-GGUF", done
     assert len(env.hub.ranges("tiny.Q8_0.gguf")) == gets  # nothing downloaded again
     # the same failure, but the file is gone before the resume: back to the transfer phase, then a fresh download
-    await env.core.registry.store.models.delete("testorg/tiny-GGUF")
+    await env.core.registry.repo.delete("testorg/tiny-GGUF")
     refuse["on"] = True
     task2 = await start(env.client, model_id="testorg/tiny-GGUF", filename="tiny.Q8_0.gguf")
     assert (await wait_status(env.client, task2["id"], ("completed", "failed")))["phase"] == "register"
-    Path((await env.core.downloads.get(task2["id"]))["files"][0]["path"]).unlink()
+    Path((await env.core.downloads.get(task2["id"])).files[0].path).unlink()
     refuse["on"] = False
     again = (await _json(await env.client.put(f"/api/downloads/{task2['id']}/resume")))["data"]
     assert again["status"] == "failed" and again["phase"] == "transfer", again

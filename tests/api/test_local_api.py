@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from helpers import parse_sse, wait_requests
+
 from llmd import __version__
 from llmd.core.engine.fake import FakeEngine
 from llmd.http import create_app
@@ -59,7 +59,7 @@ async def test_generate_streams_by_default(client, fake_core):
     assert len(events) - 1 == len(REPLY)  # one event per token
     assert "".join(seed_client_tokens(body)) == REPLY
     rows = await wait_requests(fake_core, 1)
-    assert (rows[0]["dialect"], rows[0]["endpoint"], rows[0]["status"]) == ("local", "/generate", "ok")
+    assert (rows[0]["dialect"], rows[0]["endpoint"], rows[0]["status"]) == ("llama_local", "/generate", "ok")
 
 
 async def test_generate_stream_true_explicitly(client):
@@ -276,7 +276,7 @@ async def test_before_the_model_is_loaded(core_factory):
     assert_detail(await json_of(r), "not loaded")
 
     engine.load_gate.set()
-    await core.deployments["tiny"].wait_loaded(5)
+    await core.fleet.get("tiny").wait_loaded(5)
     assert (await json_of(await c.get("/health")))["status"] == "ok"
     assert (await c.get("/model-info")).status_code == 200
     r = await c.post("/generate", json={"prompt": "x", "stream": False})
@@ -311,7 +311,7 @@ async def test_wrong_method(client):
 
 
 def test_sse_helper_splits_lines():
-    from llmd.http.streaming import sse
+    from llmd.http.sse import sse
 
     assert sse("plain") == "data: plain\n\n"
     assert sse("a\nb") == "data: a\ndata: b\n\n"

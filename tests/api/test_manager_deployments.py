@@ -8,8 +8,8 @@ import json
 import gguf
 import numpy as np
 import pytest
-
 from helpers import parse_sse, write_tiny_gguf
+
 from llmd.http import create_app
 
 
@@ -48,7 +48,7 @@ class FakeListeners:
 @pytest.fixture
 async def setup(core_factory, tmp_path):
     core = await core_factory(**{"deployments.keep_alive_s": 0})
-    core.listeners = FakeListeners()
+    core.fleet.ports.listeners = FakeListeners()
     await core.registry.add_file(write_tiny_gguf(tmp_path / "two.Q4_1.gguf"), "two")
     return core, create_app(core).test_client()
 
@@ -66,7 +66,7 @@ async def test_start_get_list_stop_restart_delete(setup):
     dep_id = data["deployment_id"]
     assert dep_id.startswith("deploy_") and data["model_id"] == "two"
     assert data["status"] in ("starting", "running") and data["max_model_len"] == 128
-    await core.deployments["two"].wait_loaded(5)
+    await core.fleet.get("two").wait_loaded(5)
     got = assert_ok(await body_of(await client.get(f"/api/deployments/{dep_id}")))
     assert got["status"] == "running" and got["model_source"] == "local" and got["started_at"]
     # the same model and settings again: the same deployment, 200
@@ -76,7 +76,7 @@ async def test_start_get_list_stop_restart_delete(setup):
     assert {i["deployment_id"] for i in listed["items"]} >= {dep_id}
     stopped = assert_ok(await body_of(await client.put(f"/api/deployments/{dep_id}/stop")))
     assert stopped["status"] == "stopped" and stopped["stop_reason"] == "stopped"
-    assert "two" not in core.deployments
+    assert core.fleet.get("two") is None
     r = await client.put(f"/api/deployments/{dep_id}/stop")
     assert r.status_code == 409
     assert_err(await body_of(r), "INVALID_ACTION")
@@ -90,7 +90,7 @@ async def test_start_get_list_stop_restart_delete(setup):
     assert restarted["max_model_len"] == 128
     r = await client.delete(f"/api/deployments/{dep_id}")
     assert assert_ok(await body_of(r))["deleted"] is True
-    assert "two" not in core.deployments
+    assert core.fleet.get("two") is None
     r = await client.get(f"/api/deployments/{dep_id}")
     assert r.status_code == 404
     assert_err(await body_of(r), "DEPLOYMENT_NOT_FOUND")
@@ -98,7 +98,7 @@ async def test_start_get_list_stop_restart_delete(setup):
 
 async def test_chat_and_completions_plain_and_streamed(setup):
     core, client = setup
-    dep_id = core.deployments["tiny"].id
+    dep_id = core.fleet.get("tiny").id
     r = await client.post(f"/api/chat/{dep_id}", json={"messages": [{"role": "user", "content": "Hello!"}],
                                                        "stream": False, "temperature": 0.7, "max_tokens": 5,
                                                        "top_p": 0.9})
@@ -136,8 +136,8 @@ async def test_error_codes_in_the_seed_envelope(setup, tmp_path):
     assert_err(await body_of(r), "INVALID_SOURCE")
     # a stopped deployment
     data = await start(client, "two")
-    await core.deployments["two"].wait_loaded(5)
-    await core.stop_deployment("two")
+    await core.fleet.get("two").wait_loaded(5)
+    await core.fleet.stop_model("two")
     r = await client.post(f"/api/chat/{data['deployment_id']}", json={"messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 409
     assert_err(await body_of(r), "DEPLOYMENT_NOT_RUNNING")
@@ -178,25 +178,25 @@ async def test_insufficient_resources_has_the_figures(core_factory, tmp_path):
     figures = body["details"]
     assert figures["budget_mb"] == 1.0 and figures["needed_mb"] >= 3.0
     assert {d["model"] for d in figures["deployments"]} == {"tiny"}
-    assert "big" not in core.deployments
+    assert core.fleet.get("big") is None
 
 
 async def test_ports(setup):
     core, client = setup
     data = await start(client, "two", port=4300, wait=True)
-    assert data["port"] == 4300 and core.listeners.started == [(4300, "two")]
+    assert data["port"] == 4300 and core.fleet.ports.listeners.started == [(4300, "two")]
     r = await client.post("/api/deployments/start", json={"model_id": "tiny", "port": 4300})
     assert r.status_code == 409 and "4300" in assert_err(await body_of(r), "CONFLICT")["message"]
     r = await client.post("/api/deployments/start", json={"model_id": "tiny", "port": 4242, "max_model_len": 64})
     assert r.status_code == 409 and "in use" in (await body_of(r))["message"]
-    assert core.deployments["tiny"].state.value == "running"  # a refused start stopped nothing
+    assert core.fleet.get("tiny").state.value == "running"  # a refused start stopped nothing
     await client.put(f"/api/deployments/{data['deployment_id']}/stop")
-    assert core.listeners.stopped == [4300]
+    assert core.fleet.ports.listeners.stopped == [4300]
 
 
 async def test_health_model_info_and_system_routes(setup):
     core, client = setup
-    dep_id = core.deployments["tiny"].id
+    dep_id = core.fleet.get("tiny").id
     h = assert_ok(await body_of(await client.get(f"/api/deployments/{dep_id}/health")))
     assert h["status"] == "healthy" and h["healthy"] is True
     info = assert_ok(await body_of(await client.get(f"/api/deployments/{dep_id}/model-info")))
@@ -216,7 +216,7 @@ async def test_health_model_info_and_system_routes(setup):
 
 async def test_logs_follow_streams_new_lines(setup):
     core, client = setup
-    dep_id = core.deployments["tiny"].id
+    dep_id = core.fleet.get("tiny").id
 
     async def read():
         async with client.request(f"/api/deployments/{dep_id}/logs?follow=true&lines=1") as conn:
@@ -232,7 +232,7 @@ async def test_logs_follow_streams_new_lines(setup):
         if core.events.subscribers:
             break
         await asyncio.sleep(0.01)
-    core.deployments["tiny"].log("info", "a new line")
+    core.fleet.get("tiny").log("info", "a new line")
     got = await asyncio.wait_for(task, 5)
     assert got[-1]["message"] == "a new line"
 
@@ -242,6 +242,6 @@ async def test_same_model_through_seed_001_and_seed_004_is_one_deployment(setup)
     r = await client.post("/api/v1/models/two/load", json={})
     assert r.status_code == 200
     data = await start(client, "two", code=200)
-    assert data["deployment_id"] == core.deployments["two"].id
+    assert data["deployment_id"] == core.fleet.get("two").id
     items = assert_ok(await body_of(await client.get("/api/deployments/list")))["items"]
     assert [i["model_id"] for i in items].count("two") == 1

@@ -7,8 +7,8 @@ import json
 import struct
 
 import pytest
-
 from helpers import parse_sse, wait_requests
+
 from llmd.core.engine.fake import FakeEngine
 from llmd.http import create_app
 
@@ -280,7 +280,8 @@ async def test_busy_is_503_with_retry_after(core_factory):
     from llmd.core.types import GenerateRequest, SamplingParams
 
     core = await core_factory(FakeEngine(delay_s=0.01), **{"engine.queue_size": 0, "engine.parallel": 1})
-    running = await core.generate(GenerateRequest(prompt="x", params=SamplingParams(ignore_eos=True, max_tokens=200)))
+    running = await core.inference.generate(
+        GenerateRequest(prompt="x", params=SamplingParams(ignore_eos=True, max_tokens=200)))
     it = running.__aiter__()
     await asyncio.wait_for(it.__anext__(), 5)
     c = create_app(core).test_client()
@@ -373,7 +374,7 @@ async def test_embeddings_list_and_base64(client):
     r = await client.post("/v1/embeddings", json={"model": "tiny", "input": inputs, "encoding_format": "base64"})
     assert r.status_code == 200
     data = (await json_of(r))["data"]
-    for d, expected in zip(data, floats):
+    for d, expected in zip(data, floats, strict=True):
         assert isinstance(d["embedding"], str)
         raw = base64.b64decode(d["embedding"])
         decoded = struct.unpack(f"<{len(raw) // 4}f", raw)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import parse_sse, wait_requests, write_tiny_gguf
+
 from llmd.core.engine.fake import FakeEngine
 from llmd.http import create_app
 
@@ -159,12 +159,12 @@ async def test_delete_running_needs_force(client, fake_core):
     r = await client.delete("/api/models/tiny")
     assert r.status_code == 409
     assert_error(await body_of(r), "CONFLICT", "force")
-    assert "tiny" in fake_core.deployments
+    assert fake_core.fleet.get("tiny") is not None
     r = await client.delete("/api/models/tiny?force=true")
     assert r.status_code == 200
     body = await body_of(r)
     assert body["name"] == "tiny" and body["file_removed"] is False  # not llmd's file: it stays
-    assert "tiny" not in fake_core.deployments
+    assert fake_core.fleet.get("tiny") is None
     assert (await client.get("/api/models/tiny")).status_code == 404
 
 
@@ -192,13 +192,13 @@ async def test_start_stop_restart_tasks(client, fake_core, gguf):
     task = await wait_task(client, accepted["task_id"])
     assert task["status"] == "completed", task
     assert task["result"]["status"] == "running" and task["result"]["settings"]["n_ctx"] == 128
-    assert fake_core.deployments["life"].settings.n_slots == 2
+    assert fake_core.fleet.get("life").settings.n_slots == 2
     m = await body_of(await client.get(f"/api/models/{mid}"))
     assert m["status"] == "running"
 
     task = await wait_task(client, (await body_of(await client.post(f"/api/models/{mid}/restart"))) ["task_id"])
     assert task["status"] == "completed" and task["kind"] == "restart"
-    assert fake_core.deployments["life"].settings.n_ctx == 128  # same settings after a restart
+    assert fake_core.fleet.get("life").settings.n_ctx == 128  # same settings after a restart
 
     r = await client.post(f"/api/models/{mid}/stop", json={"force": True, "timeout": 30})
     task = await wait_task(client, (await body_of(r))["task_id"])
@@ -228,7 +228,7 @@ async def test_start_timeout_fails_the_task(core_factory, gguf):
     task = await wait_task(client, (await body_of(r))["task_id"])
     assert task["status"] == "failed"
     assert task["error"]["code"] == "OPERATION_TIMEOUT" and "0.2" in task["error"]["message"]
-    assert core.deployments["slow"].state.value == "starting"  # the load goes on
+    assert core.fleet.get("slow").state.value == "starting"  # the load goes on
     engine.load_gate.set()
 
 
@@ -309,7 +309,7 @@ async def test_generate_chat_embeddings(client, fake_core):
     assert all(isinstance(x, float) for x in body["data"][0]["embedding"])
 
     rows = await wait_requests(fake_core, 4)
-    assert {r["dialect"] for r in rows} == {"ops"}
+    assert {r["dialect"] for r in rows} == {"inference_service"}
     stats = (await body_of(await client.get("/api/models/tiny")))["performance_stats"]
     assert stats["total_requests"] >= 4 and stats["error_rate"] == 0.0
     assert stats["avg_response_time"] > 0 and stats["tokens_per_second"] > 0 and stats["requests_per_second"] > 0

@@ -8,9 +8,9 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import parse_sse, wait_requests, write_tiny_gguf
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import parse_sse, wait_requests, write_tiny_gguf
 from llmd.core.engine.fake import FakeEngine
 from llmd.core.types import ChatMessage
 from llmd.http import create_app
@@ -115,14 +115,14 @@ async def test_generate(client, fake_core):
     assert u["prompt_tokens"] > 0 and u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"]
     assert isinstance(body["latency"], float) and 0 <= body["latency"] < 10
     rows = await wait_requests(fake_core, 1)
-    assert rows[0]["dialect"] == "spec" and rows[0]["endpoint"] == "/api/v1/generate"
+    assert rows[0]["dialect"] == "api_v1" and rows[0]["endpoint"] == "/api/v1/generate"
 
 
 async def test_generate_uses_the_chat_template(client, fake_core):
     """The prompt is the user's turn of a chat, rendered by the model's template (the fake: 4 bytes a token)."""
     r = await client.post("/api/v1/generate", json={"prompt": "x" * 40})
     body = await json_of(r)
-    loaded = fake_core.deployments["tiny"].loaded
+    loaded = fake_core.fleet.get("tiny").loaded
     rendered = loaded.render_chat([ChatMessage("user", "x" * 40)])
     assert rendered != "x" * 40
     assert body["usage"]["prompt_tokens"] == len(loaded.tokenize(rendered))
@@ -187,7 +187,7 @@ async def test_generate_unknown_model_is_404_with_the_available_names(client, fa
         assert r.status_code == 404
         err = assert_error(await json_of(r), "MODEL_NOT_FOUND", "qwen-7b-chat")
         assert err["details"]["available"] == ["tiny"]
-    assert fake_core.deployments["tiny"].completed == 0  # never sent to another model
+    assert fake_core.fleet.get("tiny").completed == 0  # never sent to another model
 
 
 async def test_generate_model_not_loaded_is_503(core_factory):
@@ -349,7 +349,7 @@ async def test_load_a_model_that_is_not_loaded(core_factory):
 
 
 async def test_load_prefer_gpu_without_a_gpu(client, fake_core):
-    fake_core.engine.supports_gpu_offload = lambda: False
+    fake_core.engine.gpu = False
     body = await json_of(await client.post("/api/v1/models/tiny/load", json={"prefer_gpu": True}))
     assert body["loaded"] is True and body["gpu_available"] is False
     assert body["n_gpu_layers"] == 0 and body["device"] == "cpu"
@@ -357,10 +357,10 @@ async def test_load_prefer_gpu_without_a_gpu(client, fake_core):
 
 
 async def test_load_prefer_gpu_with_a_gpu_offloads_every_layer(client, fake_core):
-    fake_core.engine.supports_gpu_offload = lambda: True
+    fake_core.engine.gpu = True
     body = await json_of(await client.post("/api/v1/models/default/load", json={"prefer_gpu": True}))
     assert body["gpu_available"] is True and body["n_gpu_layers"] == -1 and "message" not in body
-    assert fake_core.deployments["tiny"].settings.n_gpu_layers == -1
+    assert fake_core.fleet.get("tiny").settings.n_gpu_layers == -1
     # and back to the CPU
     body = await json_of(await client.post("/api/v1/models/tiny/load", json={"prefer_gpu": False}))
     assert body["n_gpu_layers"] == 0
@@ -373,7 +373,7 @@ async def test_load_picks_the_quantization_of_the_same_family(fake_core, tmp_pat
     assert r.status_code == 200
     body = await json_of(r)
     assert body["model"] == "tiny-q8_0" and body["quantization"] == "Q8_0"
-    assert fake_core.deployments["tiny-q8_0"].state.value == "running"
+    assert fake_core.fleet.get("tiny-q8_0").state.value == "running"
 
 
 async def test_load_unknown_quantization_is_404_with_the_ones_that_exist(fake_core, tmp_path):
@@ -383,7 +383,7 @@ async def test_load_unknown_quantization_is_404_with_the_ones_that_exist(fake_co
     assert r.status_code == 404
     err = assert_error(await json_of(r), "MODEL_NOT_FOUND", "q4_0")
     assert err["details"]["available_quantizations"] == ["Q4_1", "Q8_0"]
-    assert "tiny-q8_0" not in fake_core.deployments
+    assert fake_core.fleet.get("tiny-q8_0") is None
 
 
 async def test_load_unknown_model_is_404(client):
@@ -449,14 +449,14 @@ async def test_batch_items_run_concurrently(core_factory):
     core = await core_factory(FakeEngine(delay_s=0.01))
     client = create_app(core).test_client()
     seen = []
-    real = core.generate
+    real = core.inference.generate
 
     async def spy(req):
         gen = await real(req)
-        seen.append(core.deployments["tiny"].stats()["queued"] + core.deployments["tiny"].stats()["active"])
+        seen.append(core.fleet.get("tiny").info().queued + core.fleet.get("tiny").info().active)
         return gen
 
-    core.generate = spy
+    core.inference.generate = spy
     r = await client.post("/api/v1/batch/generate", json={"requests": [{"prompt": "p", "max_tokens": 5}] * 4})
     assert r.status_code == 200
     assert max(seen) >= 3, seen
@@ -469,7 +469,7 @@ async def test_batch_over_the_bound_is_400(core_factory):
     assert r.status_code == 400
     err = assert_error(await json_of(r), "INVALID_REQUEST", "at most 2")
     assert err["details"] == {"max_batch_size": 2, "received": 3}
-    assert core.deployments["tiny"].completed == 0
+    assert core.fleet.get("tiny").completed == 0
     ok = await client.post("/api/v1/batch/generate", json={"requests": [{"prompt": "a"}] * 2})
     assert ok.status_code == 200
 
@@ -496,8 +496,8 @@ async def test_metrics(client, fake_core):
         assert "# TYPE model_inference_seconds histogram" in text
         assert "# TYPE active_connections gauge" in text
         s = samples(text)
-        assert s[("llmd_requests_total", (("dialect", "spec"), ("model", "tiny"), ("status", "ok")))] == 1
-        assert s[("llmd_requests_total", (("dialect", "spec"), ("model", "tiny"), ("status", "length")))] == 1
+        assert s[("llmd_requests_total", (("dialect", "api_v1"), ("model", "tiny"), ("status", "ok")))] == 1
+        assert s[("llmd_requests_total", (("dialect", "api_v1"), ("model", "tiny"), ("status", "length")))] == 1
         assert s[("llmd_requests_total", (("dialect", "openai"), ("model", "tiny"), ("status", "ok")))] == 1
         assert s[("model_inference_seconds_count", ())] == 3
         for le in ("1.0", "3.0", "5.0", "+Inf"):
@@ -562,7 +562,7 @@ async def test_rate_limit_headers_and_429(limited):
     assert r.headers["X-RateLimit-Remaining"] == "0"
     err = assert_error(await json_of(r), "RATE_LIMITED")
     assert err["details"]["limit"] == 2
-    assert core.deployments["tiny"].completed == 0
+    assert core.fleet.get("tiny").completed == 0
     # the OpenAI dialect answers in its own envelope
     r = await client.get("/v1/models", scope_base=LAN)
     assert r.status_code == 429
@@ -570,7 +570,7 @@ async def test_rate_limit_headers_and_429(limited):
     assert body["error"]["type"] == "rate_limit_error" and body["error"]["code"] == "rate_limited"
     text = await (await client.get("/metrics")).get_data(as_text=True)
     s = samples(text)
-    assert s[("llmd_rate_limited_requests_total", (("dialect", "spec"),))] == 1
+    assert s[("llmd_rate_limited_requests_total", (("dialect", "api_v1"),))] == 1
     assert s[("llmd_rate_limited_requests_total", (("dialect", "openai"),))] == 1
 
 
@@ -618,7 +618,7 @@ async def test_rate_limit_covers_every_dialects_inference_routes(limited):
     core, client = limited
     for _ in range(2):
         await client.get("/api/v1/health", scope_base=LAN)
-    dep = core.deployments["tiny"].id
+    dep = core.fleet.get("tiny").id
     for path, body in ((f"/api/chat/{dep}", {"messages": [{"role": "user", "content": "hi"}]}),
                        (f"/api/completions/{dep}", {"prompt": "hi"}),
                        ("/api/models/tiny/generate", {"prompt": "hi"})):
@@ -626,4 +626,4 @@ async def test_rate_limit_covers_every_dialects_inference_routes(limited):
         assert r.status_code == 429 and r.headers["Retry-After"], (path, r.status_code)
         text = await r.get_data(as_text=True)
         assert "RATE_LIMITED" in text, (path, text)
-    assert core.deployments["tiny"].completed == 0
+    assert core.fleet.get("tiny").completed == 0

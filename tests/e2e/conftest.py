@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 from daemonproc import DaemonProcess
 
 pytestmark = pytest.mark.e2e

@@ -38,7 +38,7 @@ class DaemonProcess:
         self.args = args or []
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "DaemonProcess":
+    def start(self) -> DaemonProcess:
         """Start the process (does not wait)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMD_", "NOTIFY_", "WATCHDOG_"))}
         env.update(self.extra_env)
@@ -50,7 +50,7 @@ class DaemonProcess:
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         return self
 
-    def wait_loaded(self, timeout: float = 180) -> "DaemonProcess":
+    def wait_loaded(self, timeout: float = 180) -> DaemonProcess:
         """Wait until ``/health`` says the default model is loaded."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

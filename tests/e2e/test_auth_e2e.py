@@ -18,9 +18,8 @@ import httpx
 import openai
 import pytest
 import websockets.sync.client as ws_client
-from websockets.exceptions import InvalidStatus
-
 from daemonproc import DaemonProcess, llmd_bin
+from websockets.exceptions import InvalidStatus
 
 pytestmark = pytest.mark.e2e
 
@@ -74,13 +73,13 @@ def test_print_config_and_health_say_why(secured):
 
 def test_curl_without_a_key_gets_401_on_each_dialect(secured):
     paths = [("GET", "/v1/models", "openai"), ("POST", "/v1/chat/completions", "openai"),
-             ("POST", "/generate", "local"), ("GET", "/model-info", "local"),
-             ("POST", "/api/v1/generate", "spec"), ("GET", "/api/v1/models", "spec"),
+             ("POST", "/generate", "llama_local"), ("GET", "/model-info", "llama_local"),
+             ("POST", "/api/v1/generate", "api_v1"), ("GET", "/api/v1/models", "api_v1"),
              ("GET", "/api/v1/llm/models/", "easyviz"), ("POST", "/api/v1/llm/generate/", "easyviz"),
-             ("GET", "/llmd/v1/status", "admin"), ("GET", "/api/models", "ops"),
-             ("POST", "/api/models/smollm2-135m-instruct/generate", "ops"),
-             ("GET", "/api/downloads/list", "manager"), ("GET", "/api/deployments/list", "manager"),
-             ("POST", "/api/chat/deploy_1", "manager")]
+             ("GET", "/llmd/v1/status", "admin"), ("GET", "/api/models", "inference_service"),
+             ("POST", "/api/models/smollm2-135m-instruct/generate", "inference_service"),
+             ("GET", "/api/downloads/list", "llm_manager"), ("GET", "/api/deployments/list", "llm_manager"),
+             ("POST", "/api/chat/deploy_1", "llm_manager")]
     curl = shutil.which("curl")
     for method, path, dialect in paths:
         if curl:
@@ -98,11 +97,11 @@ def test_curl_without_a_key_gets_401_on_each_dialect(secured):
         data = json.loads(body)
         if dialect == "openai":
             assert data["error"]["code"] == "invalid_api_key" and data["error"]["type"] == "authentication_error"
-        elif dialect in ("ops", "spec"):
+        elif dialect in ("inference_service", "api_v1"):
             assert data["error"]["code"] == "AUTHENTICATION_FAILED", data
-        elif dialect == "manager":
+        elif dialect == "llm_manager":
             assert data["success"] is False and data["error"] == "AUTHENTICATION_FAILED", data
-        elif dialect == "local":
+        elif dialect == "llama_local":
             assert set(data) == {"detail"}
         elif dialect == "easyviz":
             assert isinstance(data["error"], str)

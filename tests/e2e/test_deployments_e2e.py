@@ -16,7 +16,6 @@ from typing import Iterator
 import httpx
 import openai
 import pytest
-
 from daemonproc import DaemonProcess, free_port, llmd_bin
 from helpers import parse_sse
 

@@ -20,9 +20,9 @@ from typing import Iterator
 
 import httpx
 import pytest
+from daemonproc import DaemonProcess, llmd_bin
 from fakehub import FakeHub, sha256_file, write_gguf
 
-from daemonproc import DaemonProcess, llmd_bin
 from llmd.core.registry import find_bundled_gguf
 
 pytestmark = pytest.mark.e2e

@@ -24,7 +24,6 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
-
 from daemonproc import DaemonProcess
 
 websockets_sync = pytest.importorskip("websockets.sync.client")

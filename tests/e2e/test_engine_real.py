@@ -31,9 +31,9 @@ async def real_core(tmp_path: Path):
         await store.open()
         core = Core(cfg, store, LlamaCppEngine())
         await core.start()
-        dep = core.default_deployment()
+        dep = core.fleet.default()
         await dep.wait_loaded(120)
-        dep.require_running()
+        dep.check_running()
         cores.append((core, store))
         return core
 
@@ -53,12 +53,15 @@ async def test_greedy_output_matches_llama_cpp_python(real_core):
 
     core = await real_core(**{"engine.parallel": 2})
     prompt = "The three primary colours are"
-    gen = await core.generate(GenerateRequest(prompt=prompt, params=SamplingParams(
+    gen = await core.inference.generate(GenerateRequest(prompt=prompt, params=SamplingParams(
         max_tokens=32, temperature=0, repeat_penalty=1.0, ignore_eos=True)))
     ours = (await gen.collect()).text
 
     path = str(find_bundled_gguf()[0])
-    llm = await asyncio.to_thread(Llama, model_path=path, n_ctx=1024, n_threads=2, verbose=False)
+    # llmd's contexts take llama.cpp's default attention (flash attention where the backend has it, as
+    # the CPU does); llama-cpp-python's Llama turns it off unless asked. The two sum in different orders,
+    # which flips near ties between tokens, so the reference is asked for the same attention.
+    llm = await asyncio.to_thread(Llama, model_path=path, n_ctx=1024, n_threads=2, verbose=False, flash_attn=True)
     try:
         ref = await asyncio.to_thread(llm.create_completion, prompt, max_tokens=32, temperature=0.0,
                                       repeat_penalty=1.0, top_k=0, top_p=1.0, min_p=0.0)
@@ -73,8 +76,8 @@ async def test_eight_concurrent_streams_complete_with_distinct_answers(real_core
     core = await real_core(**{"engine.parallel": 8})
     prompts = ["Name a red fruit.", "Name a blue animal.", "What is 2+2?", "Say hi in Spanish.",
                "Name a planet.", "Name a metal.", "Say a colour.", "Name a river."]
-    gens = [await core.generate(chat(p, max_tokens=24, temperature=0)) for p in prompts]
-    dep = core.default_deployment()
+    gens = [await core.inference.generate(chat(p, max_tokens=24, temperature=0)) for p in prompts]
+    dep = core.fleet.default()
 
     async def run(gen):
         return await gen.collect()
@@ -85,19 +88,19 @@ async def test_eight_concurrent_streams_complete_with_distinct_answers(real_core
     # They were decoded together: some step carried several sequences.
     assert dep.scheduler.steps < sum(r.usage.completion_tokens for r in results)
     # Each answer equals the same prompt run alone: batching does not mix sequences.
-    alone = await (await core.generate(chat(prompts[2], max_tokens=24, temperature=0))).collect()
+    alone = await (await core.inference.generate(chat(prompts[2], max_tokens=24, temperature=0))).collect()
     assert alone.text.split()[:3] == results[2].text.split()[:3]
 
 
 async def test_chinese_and_russian_streams_side_by_side_stay_intact(real_core):
     core = await real_core(**{"engine.parallel": 4})
     prompts = ["用中文介绍一下北京。", "Расскажи о Москве по-русски.", "用中文写一首短诗。", "Что такое нейросеть?"]
-    gens = [await core.generate(chat(p, max_tokens=48, temperature=0.8, seed=3)) for p in prompts]
+    gens = [await core.inference.generate(chat(p, max_tokens=48, temperature=0.8, seed=3)) for p in prompts]
 
     async def pieces(gen):
         return [ev.text async for ev in gen]
 
-    for got, gen in zip(await asyncio.gather(*(pieces(g) for g in gens)), gens):
+    for got, gen in zip(await asyncio.gather(*(pieces(g) for g in gens)), gens, strict=True):
         assert "".join(got) == gen.result.text
         for piece in got:
             piece.encode("utf-8")  # a lone surrogate or broken character would raise
@@ -106,13 +109,13 @@ async def test_chinese_and_russian_streams_side_by_side_stay_intact(real_core):
 
 async def test_prefix_cache_reuses_the_previous_turn(real_core):
     core = await real_core(**{"engine.parallel": 2})
-    dep = core.default_deployment()
+    dep = core.fleet.default()
     history = [ChatMessage("system", "You are a terse assistant."), ChatMessage("user", "My name is Alice.")]
-    first = await (await core.generate(GenerateRequest(messages=tuple(history),
+    first = await (await core.inference.generate(GenerateRequest(messages=tuple(history),
                                                        params=SamplingParams(max_tokens=16, temperature=0)))).collect()
     history += [ChatMessage("assistant", first.text), ChatMessage("user", "What is my name?")]
     before = dep.scheduler.prompt_tokens_evaluated
-    second = await (await core.generate(GenerateRequest(messages=tuple(history),
+    second = await (await core.inference.generate(GenerateRequest(messages=tuple(history),
                                                         params=SamplingParams(max_tokens=16, temperature=0)))).collect()
     evaluated = dep.scheduler.prompt_tokens_evaluated - before
     assert second.usage.cached_tokens > 0
@@ -122,10 +125,10 @@ async def test_prefix_cache_reuses_the_previous_turn(real_core):
 
 async def test_queue_overflow_is_refused_with_retry_after(real_core):
     core = await real_core(**{"engine.parallel": 1, "engine.queue_size": 1})
-    running = await core.generate(chat("Tell a long story.", max_tokens=200, ignore_eos=True))
-    waiting = await core.generate(chat("Hi", max_tokens=4))
+    running = await core.inference.generate(chat("Tell a long story.", max_tokens=200, ignore_eos=True))
+    waiting = await core.inference.generate(chat("Hi", max_tokens=4))
     with pytest.raises(ServerBusyError) as e:
-        await core.generate(chat("Hi again", max_tokens=4))
+        await core.inference.generate(chat("Hi again", max_tokens=4))
     assert e.value.status == 503 and int(e.value.headers["Retry-After"]) >= 1
     running.cancel()
     assert (await waiting.collect()).error is None

@@ -124,7 +124,7 @@ def test_request_log_records_each_request(daemon):
         rows = request_rows(daemon)[before:]
         time.sleep(0.05)
     row = rows[-1]
-    assert row["dialect"] == "local" and row["endpoint"] == "/generate"
+    assert row["dialect"] == "llama_local" and row["endpoint"] == "/generate"
     assert row["model"] == "smollm2-135m-instruct"
     assert row["prompt_tokens"] > 0 and 0 < row["completion_tokens"] <= 4
     assert row["ttft_ms"] > 0 and row["duration_ms"] >= row["ttft_ms"]

@@ -12,9 +12,8 @@ import time
 
 import httpx
 import pytest
-from helpers import write_tiny_gguf
-
 from daemonproc import DaemonProcess
+from helpers import write_tiny_gguf
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +36,7 @@ class NotifyListener:
         while not self.stop:
             try:
                 data = self.sock.recv(4096).decode()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             for line in data.split("\n"):
                 if line == "READY=1":

@@ -7,9 +7,8 @@ import os
 import subprocess
 
 import pytest
-from helpers import write_tiny_gguf
-
 from daemonproc import llmd_bin
+from helpers import write_tiny_gguf
 
 pytestmark = pytest.mark.e2e
 

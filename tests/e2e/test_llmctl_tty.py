@@ -10,7 +10,6 @@ import subprocess
 import time
 
 import pytest
-
 from daemonproc import llmd_bin
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +33,8 @@ class Terminal:
                 try:
                     self.buf += os.read(self.fd, 4096)
                 except OSError as exc:
-                    raise AssertionError(f"terminal closed ({exc}) before {needle!r}; got {self.buf[-400:]!r}") from None
+                    raise AssertionError(
+                        f"terminal closed ({exc}) before {needle!r}; got {self.buf[-400:]!r}") from None
         i = self.buf.index(needle) + len(needle)
         seen, self.buf = self.buf[:i], self.buf[i:]
         return seen

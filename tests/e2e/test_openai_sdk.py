@@ -59,8 +59,8 @@ def test_max_tokens_gives_length(client):
 
 
 def test_seed_makes_sampling_repeatable(client):
-    kw = dict(model="default", messages=[{"role": "user", "content": "Invent a name for a cat."}],
-              max_tokens=16, temperature=1.2, seed=1234)
+    kw = {"model": "default", "messages": [{"role": "user", "content": "Invent a name for a cat."}],
+          "max_tokens": 16, "temperature": 1.2, "seed": 1234}
     a = client.chat.completions.create(**kw).choices[0].message.content
     b = client.chat.completions.create(**kw).choices[0].message.content
     assert a == b

@@ -17,7 +17,6 @@ from typing import Iterator
 
 import httpx
 import pytest
-
 from daemonproc import DaemonProcess, llmd_bin
 from opstasks import wait_task
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 import pytest
 import requests
@@ -26,7 +26,7 @@ class LlamaLocalClient:
         top_k: Optional[int] = None,
         repeat_penalty: Optional[float] = None,
         stream: bool = False
-    ) -> Dict[str, Any]:
+    ) -> dict[str, Any]:
         """Генерирует текст на основе промпта."""
         url = f"{self.base_url}/generate"
         payload = {"prompt": prompt, "stream": stream}
@@ -89,13 +89,13 @@ class LlamaLocalClient:
             print(f"Ошибка при streaming запросе: {e}")
             raise
 
-    def health(self) -> Dict[str, Any]:
+    def health(self) -> dict[str, Any]:
         """Проверяет состояние сервера."""
         url = f"{self.base_url}/health"
         response = requests.get(url)
         return response.json()
 
-    def model_info(self) -> Dict[str, Any]:
+    def model_info(self) -> dict[str, Any]:
         """Получает информацию о модели."""
         url = f"{self.base_url}/model-info"
         response = requests.get(url)

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 from daemonproc import DaemonProcess
 
 pytestmark = pytest.mark.e2e

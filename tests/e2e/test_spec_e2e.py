@@ -13,9 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
-
 from daemonproc import DaemonProcess
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +34,7 @@ def generate_text(prompt, model="default"):
         "max_tokens": 512,
         "temperature": 0.7
     }
-    
+
     response = requests.post(url, json=payload)
     return response.json()
 
@@ -238,7 +237,7 @@ def test_batch(daemon):
 # -- metrics -----------------------------------------------------------------------------------
 
 def test_metrics_move(daemon):
-    key = ("llmd_requests_total", (("dialect", "spec"), ("model", MODEL), ("status", "length")))
+    key = ("llmd_requests_total", (("dialect", "api_v1"), ("model", MODEL), ("status", "length")))
     before = metric_samples(httpx.get(f"{daemon.url}/metrics", timeout=10).text)
     for _ in range(2):
         r = httpx.post(f"{daemon.url}/api/v1/generate", json={"prompt": "Tell me a story.", "max_tokens": 8,
@@ -362,7 +361,7 @@ def test_rate_limit_over_tcp(limited_daemon):
     # outside /api/v1 and /v1: not limited
     r = httpx.get(f"{url}/metrics", timeout=10)
     assert r.status_code == 200 and "X-RateLimit-Limit" not in r.headers
-    assert metric_samples(r.text)[("llmd_rate_limited_requests_total", (("dialect", "spec"),))] >= 1
+    assert metric_samples(r.text)[("llmd_rate_limited_requests_total", (("dialect", "api_v1"),))] >= 1
 
 
 def test_unix_socket_clients_are_exempt(limited_daemon):

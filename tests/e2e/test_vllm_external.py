@@ -22,7 +22,6 @@ from typing import Iterator
 import httpx
 import openai
 import pytest
-
 from daemonproc import DaemonProcess
 from helpers import parse_sse
 from opstasks import wait_task

@@ -8,11 +8,17 @@ import os
 import jwt
 import pytest
 
-from llmd.core.auth import FailureCounter, PeerPolicy, Principal, StreamCounter, TooManyStreamsError, hash_key
+from llmd.core.auth import FailureCounter, PeerPolicy, Principal, hash_key
 from llmd.core.generation import fit_context
+from llmd.core.streams import OpenStreams, TooManyStreamsError
 from llmd.core.types import SamplingParams
 from llmd.errors import (
-    AuthenticationError, AuthorizationError, ConflictError, ContextLengthError, NotFoundError, ValidationError,
+    AuthenticationError,
+    AuthorizationError,
+    ConflictError,
+    ContextLengthError,
+    NotFoundError,
+    ValidationError,
 )
 
 
@@ -88,7 +94,7 @@ def test_failure_delay_doubles_per_source_and_is_capped():
 
 
 def test_stream_counter():
-    c = StreamCounter(2)
+    c = OpenStreams(2)
     r1, r2 = c.acquire("k"), c.acquire("k")
     with pytest.raises(TooManyStreamsError) as exc:
         c.acquire("k")

@@ -40,7 +40,7 @@ def test_defaults_when_nothing_is_set(tmp_path):
     assert cfg.engine.queue_size == 16
     assert cfg.models.default == "smollm2-135m-instruct"
     assert cfg.sources.get("server.port", "default") == "default"
-    assert dict((k, s) for k, _, s in cfg.items())["server.port"] == "default"
+    assert {k: s for k, _, s in cfg.items()}["server.port"] == "default"
 
 
 def test_file_overrides_default(tmp_path):

@@ -6,15 +6,25 @@ import asyncio
 import time
 
 import pytest
-
 from helpers import wait_requests
+
 from llmd.core.engine.fake import FakeEngine
 from llmd.core.types import (
-    ChatMessage, DeploymentState, FinishReason, GenerateRequest, SamplingParams, TokenEvent,
+    ChatMessage,
+    DeploymentState,
+    FinishReason,
+    GenerateRequest,
+    SamplingParams,
+    TokenEvent,
 )
 from llmd.errors import (
-    ContextLengthError, EngineError, ModelNotFoundError, ModelNotLoadedError, ServerBusyError,
-    ShuttingDownError, ValidationError,
+    ContextLengthError,
+    EngineError,
+    ModelNotFoundError,
+    ModelNotLoadedError,
+    ServerBusyError,
+    ShuttingDownError,
+    ValidationError,
 )
 
 CHINESE = "你好，世界！我们一起学习机器学习吧。"
@@ -30,7 +40,7 @@ def req(prompt: str = "hi", *, model: str | None = None, dialect: str = "core", 
 
 
 def fake_model(core):
-    return core.deployments["tiny"].loaded
+    return core.fleet.get("tiny").loaded
 
 
 async def first_token(gen) -> tuple[object, TokenEvent]:
@@ -52,7 +62,7 @@ async def until(cond, timeout: float = 5.0) -> None:
 
 async def test_generation_streams_the_reply(core_factory):
     core = await core_factory()
-    gen = await core.generate(req("hello there"))
+    gen = await core.inference.generate(req("hello there"))
     pieces = [ev.text async for ev in gen]
     result = gen.result
     reply = "Hello from the fake engine."
@@ -68,25 +78,25 @@ async def test_generation_streams_the_reply(core_factory):
 
 async def test_chat_request_goes_through_the_template(core_factory):
     core = await core_factory()
-    gen = await core.generate(GenerateRequest(messages=(ChatMessage("user", "hi"),)))
+    gen = await core.inference.generate(GenerateRequest(messages=(ChatMessage("user", "hi"),)))
     result = await gen.collect_or_raise()
     # the fake renders ChatML: the prompt is much longer than the bare "hi"
     assert result.usage.prompt_tokens > 5
     with pytest.raises(ValidationError) as info:
-        await core.generate(GenerateRequest(messages=()))
+        await core.inference.generate(GenerateRequest(messages=()))
     assert info.value.field == "messages"
     with pytest.raises(ValidationError) as info:
-        await core.generate(GenerateRequest())
+        await core.inference.generate(GenerateRequest())
     assert info.value.field == "prompt"
 
 
 async def test_max_tokens_and_stop(core_factory):
     core = await core_factory()
-    r = await (await core.generate(req(max_tokens=5))).collect_or_raise()
+    r = await (await core.inference.generate(req(max_tokens=5))).collect_or_raise()
     assert r.text == "Hello"
     assert r.finish_reason is FinishReason.LENGTH
     assert r.usage.completion_tokens == 5
-    r = await (await core.generate(req(stop=["fake"]))).collect_or_raise()
+    r = await (await core.inference.generate(req(stop=["fake"]))).collect_or_raise()
     assert r.text == "Hello from the "
     assert r.finish_reason is FinishReason.STOP
 
@@ -94,52 +104,52 @@ async def test_max_tokens_and_stop(core_factory):
 async def test_unknown_model(core_factory):
     core = await core_factory()
     with pytest.raises(ModelNotFoundError) as info:
-        await core.generate(req(model="nope"))
+        await core.inference.generate(req(model="nope"))
     assert info.value.status == 404
-    r = await (await core.generate(req(model="default"))).collect_or_raise()  # the alias
+    r = await (await core.inference.generate(req(model="default"))).collect_or_raise()  # the alias
     assert r.model == "tiny"
 
 
 async def test_requests_are_served_in_order(core_factory):
     core = await core_factory(FakeEngine(reply="ab", delay_s=0.002))
-    gens = [await core.generate(req(f"prompt number {i}")) for i in range(5)]
+    gens = [await core.inference.generate(req(f"prompt number {i}")) for i in range(5)]
     results = await asyncio.gather(*(g.collect_or_raise() for g in gens))
     assert [r.text for r in results] == ["ab"] * 5
     # one worker, FIFO: they end in the order they were submitted
-    ends = [g.job.submitted + r.timings.duration_s for g, r in zip(gens, results)]
+    ends = [g.job.submitted + r.timings.duration_s for g, r in zip(gens, results, strict=True)]
     assert ends == sorted(ends)
-    await until(lambda: core.deployments["tiny"].completed == 5)
+    await until(lambda: core.fleet.get("tiny").completed == 5)
 
 
 # -- admission ---------------------------------------------------------------------
 
 async def test_full_queue_is_refused_with_retry_after(core_factory):
     core = await core_factory(FakeEngine(delay_s=0.01), **{"engine.queue_size": 1, "engine.parallel": 1})
-    running = await core.generate(req(ignore_eos=True, max_tokens=200))
+    running = await core.inference.generate(req(ignore_eos=True, max_tokens=200))
     it, _ = await first_token(running)  # now it is active, not queued
-    queued = await core.generate(req())
+    queued = await core.inference.generate(req())
     with pytest.raises(ServerBusyError) as info:
-        await core.generate(req())
+        await core.inference.generate(req())
     err = info.value
     assert err.status == 503
     assert err.code == "server_busy"
     assert int(err.headers["Retry-After"]) >= 1
     assert err.details == {"queued": 1, "queue_size": 1}
-    stats = core.deployments["tiny"].stats()
-    assert stats["queued"] == 1 and stats["active"] == 1
+    stats = core.fleet.get("tiny").info()
+    assert stats.queued == 1 and stats.active == 1
     queued.cancel()
     await it.aclose()
     assert (await running.collect()).finish_reason is FinishReason.CANCELLED
     # room again
-    await (await core.generate(req(max_tokens=2))).collect_or_raise()
+    await (await core.inference.generate(req(max_tokens=2))).collect_or_raise()
 
 
 async def test_queue_size_zero_refuses_while_busy(core_factory):
     core = await core_factory(FakeEngine(delay_s=0.01), **{"engine.queue_size": 0, "engine.parallel": 1})
-    running = await core.generate(req(ignore_eos=True, max_tokens=200))
+    running = await core.inference.generate(req(ignore_eos=True, max_tokens=200))
     it, _ = await first_token(running)
     with pytest.raises(ServerBusyError):
-        await core.generate(req())
+        await core.inference.generate(req())
     await it.aclose()
 
 
@@ -147,13 +157,13 @@ async def test_queue_size_zero_refuses_while_busy(core_factory):
 
 async def test_cancelled_queued_generation_never_runs(core_factory):
     core = await core_factory(FakeEngine(reply="abc", delay_s=0.03))
-    first = await core.generate(req(dialect="test", endpoint="/first"))
+    first = await core.inference.generate(req(dialect="test", endpoint="/first"))
     it, ev = await first_token(first)
     assert ev.text == "a"
-    second = await core.generate(req(dialect="test", endpoint="/second"))
-    assert core.deployments["tiny"].stats()["queued"] == 1
+    second = await core.inference.generate(req(dialect="test", endpoint="/second"))
+    assert core.fleet.get("tiny").info().queued == 1
     second.cancel()
-    assert core.deployments["tiny"].stats()["queued"] == 0
+    assert core.fleet.get("tiny").info().queued == 0
     r2 = await asyncio.wait_for(second.collect(), 5)
     assert r2.finish_reason is FinishReason.CANCELLED
     assert r2.text == "" and r2.usage.completion_tokens == 0 and r2.error is None
@@ -177,7 +187,7 @@ async def test_cancelled_queued_generation_never_runs(core_factory):
 
 async def test_cancelling_a_running_generation_stops_it(core_factory):
     core = await core_factory(FakeEngine(delay_s=0.01))
-    gen = await core.generate(req(ignore_eos=True, max_tokens=250))
+    gen = await core.inference.generate(req(ignore_eos=True, max_tokens=250))
     seen = 0
     async for _ in gen:
         seen += 1
@@ -194,13 +204,13 @@ async def test_cancelling_a_running_generation_stops_it(core_factory):
     rows = await wait_requests(core, 1)
     assert rows[0]["status"] == "cancelled"
     # the deployment is free for the next request
-    r = await (await core.generate(req(max_tokens=3))).collect_or_raise()
+    r = await (await core.inference.generate(req(max_tokens=3))).collect_or_raise()
     assert r.text == "Hel"
 
 
 async def test_leaving_async_for_early_cancels(core_factory):
     core = await core_factory(FakeEngine(delay_s=0.01))
-    gen = await core.generate(req(ignore_eos=True, max_tokens=250))
+    gen = await core.inference.generate(req(ignore_eos=True, max_tokens=250))
     async for _ in gen:
         break
     await until(lambda: gen.job.finished)
@@ -217,7 +227,7 @@ async def test_leaving_async_for_early_cancels(core_factory):
 async def test_cancelling_the_consumer_task_cancels(core_factory):
     """What Quart does when a client disconnects: the task iterating the stream is cancelled."""
     core = await core_factory(FakeEngine(delay_s=0.01))
-    gen = await core.generate(req(ignore_eos=True, max_tokens=250))
+    gen = await core.inference.generate(req(ignore_eos=True, max_tokens=250))
     got: list[str] = []
 
     async def consume() -> None:
@@ -240,7 +250,7 @@ async def test_cancelling_the_consumer_task_cancels(core_factory):
 
 async def test_failure_mid_generation(core_factory):
     core = await core_factory(FakeEngine(fail_after=3))
-    gen = await core.generate(req(endpoint="/boom"))
+    gen = await core.inference.generate(req(endpoint="/boom"))
     pieces = [ev.text async for ev in gen]
     assert "".join(pieces) == "Hel"
     r = gen.result
@@ -249,31 +259,31 @@ async def test_failure_mid_generation(core_factory):
     assert r.error.status == 500 and r.error.code == "engine_error"
     assert r.usage.completion_tokens == 3
     with pytest.raises(EngineError):
-        await (await core.generate(req())).collect_or_raise()
+        await (await core.inference.generate(req())).collect_or_raise()
     rows = await wait_requests(core, 2)
     assert [row["status"] for row in rows] == ["error", "error"]
     assert all(row["error"] for row in rows)
     # the worker survived: the deployment still runs and answers (with the same failure)
-    assert core.deployments["tiny"].state is DeploymentState.RUNNING
-    assert any("generation failed" in line for _, _, line in core.deployments["tiny"].logs)
+    assert core.fleet.get("tiny").state is DeploymentState.RUNNING
+    assert any("generation failed" in line for _, _, line in core.fleet.get("tiny").logs)
 
 
 async def test_failed_load(core_factory):
     core = await core_factory(FakeEngine(fail_load=True))
-    dep = core.deployments["tiny"]
+    dep = core.fleet.get("tiny")
     assert dep.state is DeploymentState.ERROR
     assert "fake load failure" in dep.error
     with pytest.raises(ModelNotLoadedError) as info:
-        await core.generate(req())
+        await core.inference.generate(req())
     err = info.value
     assert err.status == 503 and err.code == "model_not_loaded"
     assert "Retry-After" in err.headers
     assert "error" in err.message and "fake load failure" in err.message
     with pytest.raises(ModelNotLoadedError):
-        await core.embed(None, ["x"])
-    health = await core.health()
-    assert health["status"] == "error" and health["model_loaded"] is False
-    await until(lambda: not [t for t in core._tasks if not t.done()])
+        await core.inference.embed(None, ["x"])
+    health = await core.monitor.health()
+    assert health.status == "error" and health.model_loaded is False
+    await until(lambda: not [t for t in core.background._tasks if not t.done()])
     rows = await core.store.deployments.list()
     assert rows[0]["state"] == "error" and "fake load failure" in rows[0]["error"]
 
@@ -282,18 +292,18 @@ async def test_requests_while_loading(core_factory):
     engine = FakeEngine()
     engine.load_gate.clear()
     core = await core_factory(engine, wait=False)
-    dep = core.deployments["tiny"]
+    dep = core.fleet.get("tiny")
     await until(lambda: dep.state is DeploymentState.STARTING)
     with pytest.raises(ModelNotLoadedError) as info:
-        await core.generate(req())
+        await core.inference.generate(req())
     assert info.value.status == 503
     assert "starting" in info.value.message
-    assert (await core.health())["status"] == "model_not_loaded"
+    assert (await core.monitor.health()).status == "model_not_loaded"
     engine.load_gate.set()
     await dep.wait_loaded(5)
     assert dep.state is DeploymentState.RUNNING
-    assert (await core.health())["status"] == "ok"
-    r = await (await core.generate(req())).collect_or_raise()
+    assert (await core.monitor.health()).status == "ok"
+    r = await (await core.inference.generate(req())).collect_or_raise()
     assert r.text == "Hello from the fake engine."
 
 
@@ -301,7 +311,7 @@ async def test_request_waits_for_a_load_within_load_wait_s(core_factory):
     engine = FakeEngine()
     engine.load_gate.clear()
     core = await core_factory(engine, wait=False, **{"engine.load_wait_s": 5.0})
-    task = asyncio.ensure_future(core.generate(req()))
+    task = asyncio.ensure_future(core.inference.generate(req()))
     await asyncio.sleep(0.05)
     assert not task.done()
     engine.load_gate.set()
@@ -311,14 +321,14 @@ async def test_request_waits_for_a_load_within_load_wait_s(core_factory):
 
 async def test_unloaded_model_is_not_loaded(core_factory):
     core = await core_factory(**{"models.load_default": False})
-    assert core.deployments == {}
+    assert core.fleet.live() == []
     with pytest.raises(ModelNotLoadedError) as info:
-        await core.generate(req())
+        await core.inference.generate(req())
     assert info.value.details["state"] == "stopped"
-    assert (await core.health())["status"] == "model_not_loaded"
-    dep = await core.deploy(await core.resolve("tiny"))
+    assert (await core.monitor.health()).status == "model_not_loaded"
+    dep = await core.fleet.start_model("tiny")
     assert dep.state is DeploymentState.RUNNING
-    assert (await (await core.generate(req(max_tokens=1))).collect_or_raise()).text == "H"
+    assert (await (await core.inference.generate(req(max_tokens=1))).collect_or_raise()).text == "H"
 
 
 # -- shutdown ----------------------------------------------------------------------
@@ -326,9 +336,9 @@ async def test_unloaded_model_is_not_loaded(core_factory):
 async def test_shutdown_ends_running_and_queued_streams(core_factory):
     engine = FakeEngine(delay_s=0.01)
     core = await core_factory(engine)
-    running = await core.generate(req(ignore_eos=True, max_tokens=250, endpoint="/running"))
+    running = await core.inference.generate(req(ignore_eos=True, max_tokens=250, endpoint="/running"))
     it, _ = await first_token(running)
-    queued = await core.generate(req(endpoint="/queued"))
+    queued = await core.inference.generate(req(endpoint="/queued"))
     await asyncio.wait_for(core.shutdown(), 10)
     rest = [ev async for ev in it]
     assert len(rest) < 10
@@ -339,11 +349,11 @@ async def test_shutdown_ends_running_and_queued_streams(core_factory):
     assert q.finish_reason is FinishReason.SHUTDOWN
     assert isinstance(q.error, ShuttingDownError)
     assert q.text == ""
-    assert core.deployments["tiny"].state is DeploymentState.STOPPED
+    assert core.fleet.get("tiny").state is DeploymentState.STOPPED
     assert engine.loaded[0].closed
     with pytest.raises(ShuttingDownError):
-        await core.generate(req())
-    assert (await core.health())["status"] == "error"
+        await core.inference.generate(req())
+    assert (await core.monitor.health()).status == "error"
     rows = await wait_requests(core, 2)
     assert {r["endpoint"]: r["status"] for r in rows} == {"/running": "shutdown", "/queued": "shutdown"}
 
@@ -352,7 +362,7 @@ async def test_shutdown_while_loading_leaves_nothing_running(core_factory):
     engine = FakeEngine()
     engine.load_gate.clear()
     core = await core_factory(engine, wait=False)
-    dep = core.deployments["tiny"]
+    dep = core.fleet.get("tiny")
     await until(lambda: dep.state is DeploymentState.STARTING)
     stopping = asyncio.ensure_future(core.shutdown())
     await asyncio.sleep(0.05)
@@ -365,15 +375,16 @@ async def test_shutdown_while_loading_leaves_nothing_running(core_factory):
     assert dep.loaded is None
     assert len(engine.loaded) == 1 and engine.loaded[0].closed
     with pytest.raises(ShuttingDownError):
-        await core.generate(req())
+        await core.inference.generate(req())
 
 
 # -- the request log ---------------------------------------------------------------
 
 async def test_request_log_gets_one_row_per_request(core_factory):
     core = await core_factory()
-    await (await core.generate(req("x" * 40, dialect="openai", endpoint="/v1/completions"))).collect()
-    await (await core.generate(req("y" * 8, dialect="local", endpoint="/generate", max_tokens=4))).collect()
+    await (await core.inference.generate(req("x" * 40, dialect="openai", endpoint="/v1/completions"))).collect()
+    gen = await core.inference.generate(req("y" * 8, dialect="llama_local", endpoint="/generate", max_tokens=4))
+    await gen.collect()
     rows = await wait_requests(core, 2)
     assert len(rows) == 2
     newest, oldest = rows
@@ -383,7 +394,7 @@ async def test_request_log_gets_one_row_per_request(core_factory):
     assert oldest["status"] == "ok"
     assert oldest["error"] is None
     assert oldest["ttft_ms"] is not None and oldest["duration_ms"] >= oldest["ttft_ms"] >= 0
-    assert (newest["dialect"], newest["endpoint"]) == ("local", "/generate")
+    assert (newest["dialect"], newest["endpoint"]) == ("llama_local", "/generate")
     assert newest["prompt_tokens"] == 2
     assert newest["completion_tokens"] == 4
     assert newest["status"] == "length"
@@ -398,7 +409,7 @@ async def test_request_log_gets_one_row_per_request(core_factory):
 @pytest.mark.parametrize("reply", [CHINESE, RUSSIAN, CHINESE + " / " + RUSSIAN])
 async def test_split_bytes_still_yields_whole_characters(core_factory, reply):
     core = await core_factory(FakeEngine(reply=reply, split_bytes=True))
-    gen = await core.generate(req(max_tokens=250))
+    gen = await core.inference.generate(req(max_tokens=250))
     pieces = [ev.text async for ev in gen]
     assert len(pieces) > 3
     for p in pieces:
@@ -410,39 +421,39 @@ async def test_split_bytes_still_yields_whole_characters(core_factory, reply):
 
 async def test_split_bytes_with_a_stop_string(core_factory):
     core = await core_factory(FakeEngine(reply=RUSSIAN, split_bytes=True))
-    r = await (await core.generate(req(max_tokens=250, stop=["мир"]))).collect_or_raise()
+    r = await (await core.inference.generate(req(max_tokens=250, stop=["мир"]))).collect_or_raise()
     assert r.text == "Привет, "
     assert r.finish_reason is FinishReason.STOP
 
 
 async def test_context_overflow_names_both_numbers(core_factory):
     core = await core_factory()
-    n_ctx = core.deployments["tiny"].loaded.n_ctx
+    n_ctx = core.fleet.get("tiny").loaded.n_ctx
     assert n_ctx == 256  # the tiny model's own context length caps engine.n_ctx
     prompt = "x" * 40  # 10 fake tokens
     with pytest.raises(ContextLengthError) as info:
-        await core.generate(req(prompt, max_tokens=250))
+        await core.inference.generate(req(prompt, max_tokens=250))
     err = info.value
     assert err.status == 400 and err.code == "context_length_exceeded"
     assert err.field == "max_tokens"
     assert "10" in err.message and "250" in err.message and "256" in err.message
     assert err.details == {"prompt_tokens": 10, "max_tokens": 250, "n_ctx": 256}
     # exactly the room that is left is fine
-    r = await (await core.generate(req(prompt, max_tokens=246, ignore_eos=True))).collect_or_raise()
+    r = await (await core.inference.generate(req(prompt, max_tokens=246, ignore_eos=True))).collect_or_raise()
     assert r.usage.completion_tokens == 246 and r.finish_reason is FinishReason.LENGTH
 
 
 async def test_prompt_longer_than_context(core_factory):
     core = await core_factory()
     with pytest.raises(ContextLengthError) as info:
-        await core.generate(req("x" * 2000))
+        await core.inference.generate(req("x" * 2000))
     assert info.value.field == "prompt"
     assert "500" in info.value.message and "256" in info.value.message
 
 
 async def test_default_max_tokens_shrinks_to_the_room_left(core_factory):
     core = await core_factory()
-    r = await (await core.generate(req("x" * 800, ignore_eos=True))).collect_or_raise()
+    r = await (await core.inference.generate(req("x" * 800, ignore_eos=True))).collect_or_raise()
     assert r.usage.prompt_tokens == 200
     assert r.usage.completion_tokens == 56
     assert r.finish_reason is FinishReason.LENGTH
@@ -450,14 +461,14 @@ async def test_default_max_tokens_shrinks_to_the_room_left(core_factory):
 
 async def test_embeddings(core_factory):
     core = await core_factory()
-    res = await core.embed(None, ["hello", "мир"])
+    res = await core.inference.embed(None, ["hello", "мир"])
     assert len(res.vectors) == 2
     for v in res.vectors:
         assert abs(sum(x * x for x in v) - 1.0) < 1e-6
     assert res.model == "tiny"
     with pytest.raises(ValidationError) as info:
-        await core.embed(None, [])
+        await core.inference.embed(None, [])
     assert info.value.field == "input"
     with pytest.raises(ValidationError) as info:
-        await core.embed(None, ["x" * 4000])
+        await core.inference.embed(None, ["x" * 4000])
     assert info.value.field == "input"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
-
 from helpers import write_tiny_gguf
+
 from llmd.core.gguf_info import read_gguf_info
 from llmd.errors import InvalidModelFileError
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmd.core.metrics import INFERENCE_BUCKETS, LiveState, Metrics, live_state, request_status
-from llmd.core.types import FinishReason, GenerationResult, Timings, Usage
+from llmd.core.deployment import DeploymentInfo
+from llmd.core.metrics import INFERENCE_BUCKETS, LiveState, Metrics, request_status
+from llmd.core.types import DeploymentState, FinishReason, GenerationResult, Timings, Usage
 
 
 def result(reason=FinishReason.STOP, prompt=5, completion=7, ttft=0.2, duration=2.0, model="m") -> GenerationResult:
@@ -32,8 +33,8 @@ def test_request_status():
 
 def test_observe_request():
     m = Metrics()
-    m.observe_request({"dialect": "spec", "endpoint": "/api/v1/generate"}, result(duration=2.0))
-    m.observe_request({"dialect": "spec"}, result(FinishReason.LENGTH, duration=4.0, completion=3))
+    m.observe_request({"dialect": "api_v1", "endpoint": "/api/v1/generate"}, result(duration=2.0))
+    m.observe_request({"dialect": "api_v1"}, result(FinishReason.LENGTH, duration=4.0, completion=3))
     m.observe_request({"dialect": "openai"}, result(duration=0.3, model="other"))
     m.observe_request({}, result(FinishReason.CANCELLED, completion=0, duration=0.1))
     families, v = parse(m)
@@ -43,8 +44,8 @@ def test_observe_request():
     assert v[("model_inference_seconds_bucket", (("le", "5.0"),))] == 4
     assert v[("model_inference_seconds_count", ())] == 4
     assert abs(v[("model_inference_seconds_sum", ())] - 6.4) < 1e-9
-    assert v[("llmd_requests_total", (("dialect", "spec"), ("model", "m"), ("status", "ok")))] == 1
-    assert v[("llmd_requests_total", (("dialect", "spec"), ("model", "m"), ("status", "length")))] == 1
+    assert v[("llmd_requests_total", (("dialect", "api_v1"), ("model", "m"), ("status", "ok")))] == 1
+    assert v[("llmd_requests_total", (("dialect", "api_v1"), ("model", "m"), ("status", "length")))] == 1
     assert v[("llmd_requests_total", (("dialect", "openai"), ("model", "other"), ("status", "ok")))] == 1
     assert v[("llmd_requests_total", (("dialect", "core"), ("model", "m"), ("status", "cancelled")))] == 1
     assert v[("llmd_prompt_tokens_total", (("model", "m"),))] == 15
@@ -65,7 +66,7 @@ def test_document_buckets_and_names():
 
 def test_instances_do_not_share_figures():
     a, b = Metrics(), Metrics()
-    a.observe_request({"dialect": "spec"}, result())
+    a.observe_request({"dialect": "api_v1"}, result())
     assert parse(a)[1][("model_inference_seconds_count", ())] == 1
     assert parse(b)[1][("model_inference_seconds_count", ())] == 0
     assert a.registry is not b.registry
@@ -74,9 +75,9 @@ def test_instances_do_not_share_figures():
 def test_live_families():
     live = LiveState(
         active_connections=2,
-        deployments=[{"model": "m", "state": "running", "queued": 3, "active": 1, "queue_size": 16, "completed": 9,
-                      "slots": 4},
-                     {"model": "n", "state": "starting", "queued": 0, "active": 0, "queue_size": 16, "completed": 0}],
+        deployments=[DeploymentInfo("deploy_1", "m", DeploymentState.RUNNING, queued=3, active=1, queue_size=16,
+                                    completed=9, slots=4),
+                     DeploymentInfo("deploy_2", "n", DeploymentState.STARTING, queue_size=16)],
         process_cpu_seconds=1.5, process_rss_bytes=100, system_memory_total_bytes=1000,
         system_memory_available_bytes=400)
     families, v = parse(Metrics(), live)
@@ -100,22 +101,22 @@ def test_live_families():
 
 def test_rate_limited_counter():
     m = Metrics()
-    m.observe_rate_limited("spec")
-    m.observe_rate_limited("spec")
-    assert parse(m)[1][("llmd_rate_limited_requests_total", (("dialect", "spec"),))] == 2
+    m.observe_rate_limited("api_v1")
+    m.observe_rate_limited("api_v1")
+    assert parse(m)[1][("llmd_rate_limited_requests_total", (("dialect", "api_v1"),))] == 2
 
 
-def test_live_state_reads_the_core_and_the_process():
-    class Dep:
-        def stats(self):
-            return {"model": "m", "state": "running", "queued": 0, "active": 0, "queue_size": 4, "completed": 1}
-
-    class FakeCore:
-        active_streams = 4
-        deployments = {"m": Dep()}
-
-    live = live_state(FakeCore())
-    assert live.active_connections == 4
-    assert live.deployments[0]["model"] == "m"
-    assert live.process_rss_bytes > 0 and live.system_memory_total_bytes > live.process_rss_bytes
-    assert live.process_cpu_seconds > 0
+async def test_live_figures_come_from_the_core_and_the_process(fake_core):
+    release = fake_core.streams.acquire("addr:10.0.0.9")
+    try:
+        text = fake_core.monitor.metrics_text().decode()
+    finally:
+        release()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["active_connections"].samples[0].value == 1
+    queued = [s for s in families["llmd_queue_length"].samples if s.labels == {"model": "tiny"}]
+    assert queued and queued[0].value == 0
+    assert families["llmd_process_resident_memory_bytes"].samples[0].value > 0
+    assert families["llmd_system_memory_total_bytes"].samples[0].value > \
+        families["llmd_process_resident_memory_bytes"].samples[0].value
+    assert families["llmd_process_cpu_seconds"].samples[0].value > 0

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import settle, write_tiny_gguf
+
 from llmd.core import placement
 from llmd.core.engine.fake import FakeEngine
 from llmd.core.types import DeploymentState, GenerateRequest, SamplingParams
@@ -27,7 +27,8 @@ def sized_gguf(path: Path, size: int) -> Path:
 
 class Dep:
     def __init__(self, name, mb, last, pinned=False, idle=True):
-        self.memory_bytes, self.last_used, self.pinned, self._idle, self.name = mb * placement.MIB, last, pinned, idle, name
+        self.memory_bytes, self.last_used, self.pinned = mb * placement.MIB, last, pinned
+        self._idle, self.name = idle, name
 
     def is_idle(self):
         return self._idle
@@ -77,95 +78,95 @@ async def make(core_factory, tmp_path, **flags):
 
 async def test_a_start_that_does_not_fit_evicts_the_lru_idle_unpinned(core_factory, tmp_path):
     core = await make(core_factory, tmp_path)
-    assert core.deployments["tiny"].pinned  # the default model is pinned by default
-    a = await core.start_deployment("a")
+    assert core.fleet.get("tiny").pinned  # the default model is pinned by default
+    a = await core.fleet.start_model("a")
     assert a.state is DeploymentState.RUNNING and not a.pinned and a.id.startswith("deploy_")
     with core.events.subscribe("deployment.evicted") as sub:
-        b = await core.start_deployment("b")
+        b = await core.fleet.start_model("b")
         topic, event = await sub.get(timeout=5)
     assert b.state is DeploymentState.RUNNING
-    assert "a" not in core.deployments and event["model"] == "a" and event["for_model"] == "b"
-    rec = await core.deployment_record(a.id)
-    assert rec["state"] == "stopped" and rec["stop_reason"] == "evicted"
-    assert "evicted to make room for 'b'" in rec["note"]
-    a_log = " ".join(x["message"] for x in await core.model_logs("a", 50))
-    b_log = " ".join(x["message"] for x in await core.model_logs("b", 50))
+    assert core.fleet.get("a") is None and event["model"] == "a" and event["for_model"] == "b"
+    rec = await core.fleet.record(a.id)
+    assert rec.state is DeploymentState.STOPPED and rec.stop_reason == "evicted"
+    assert "evicted to make room for 'b'" in rec.note
+    a_log = " ".join(x.message for x in await core.logs.tail("a", 50))
+    b_log = " ".join(x.message for x in await core.logs.tail("b", 50))
     assert "evicted to make room for 'b'" in a_log and "evicted 'a'" in b_log
     with pytest.raises(DeploymentNotRunningError):
-        core.deployment_by_id(a.id)
+        core.fleet.by_id(a.id)
     with pytest.raises(DeploymentNotFoundError):
-        core.deployment_by_id("deploy_999")
+        core.fleet.by_id("deploy_999")
 
 
 async def test_nothing_is_evicted_when_it_would_not_be_enough(core_factory, tmp_path):
     core = await make(core_factory, tmp_path)
-    a = await core.start_deployment("a", pinned=True)
+    a = await core.fleet.start_model("a", pinned=True)
     with pytest.raises(InsufficientResourcesError) as info:
-        await core.start_deployment("b")
+        await core.fleet.start_model("b")
     d = info.value.details
     assert d["budget_mb"] == 1.0 and d["needed_mb"] >= 0.58 and d["in_use_mb"] >= 0.58
     assert {x["model"]: x["pinned"] for x in d["deployments"]} == {"tiny": True, "a": True}
-    assert a.state is DeploymentState.RUNNING and "b" not in core.deployments
+    assert a.state is DeploymentState.RUNNING and core.fleet.get("b") is None
 
 
 async def test_a_busy_deployment_is_not_evicted(core_factory, tmp_path):
     core = await make(core_factory, tmp_path)
     engine_slow = FakeEngine(delay_s=0.05)
-    core.engine = engine_slow
-    await core.start_deployment("a")
-    gen = await core.generate(GenerateRequest(prompt="hi", model="a",
+    core.fleet.engine = engine_slow
+    await core.fleet.start_model("a")
+    gen = await core.inference.generate(GenerateRequest(prompt="hi", model="a",
                                               params=SamplingParams(max_tokens=200, ignore_eos=True)))
     it = gen.__aiter__()
     await asyncio.wait_for(it.__anext__(), 5)  # generating now
     with pytest.raises(InsufficientResourcesError):
-        await core.start_deployment("b")
+        await core.fleet.start_model("b")
     gen.cancel()
     async for _ in it:
         pass
-    b = await core.start_deployment("b")  # idle now: evicted
-    assert b.state is DeploymentState.RUNNING and "a" not in core.deployments
+    b = await core.fleet.start_model("b")  # idle now: evicted
+    assert b.state is DeploymentState.RUNNING and core.fleet.get("a") is None
 
 
 async def test_idle_deployments_are_unloaded_after_keep_alive_pinned_ones_stay(core_factory, tmp_path):
     core = await make(core_factory, tmp_path, **{"deployments.memory_budget_mb": 0,
                                                  "deployments.keep_alive_s": 0.3})
-    a = await core.start_deployment("a")
-    b = await core.start_deployment("b", pinned=True)
+    a = await core.fleet.start_model("a")
+    b = await core.fleet.start_model("b", pinned=True)
     with core.events.subscribe("deployment.a") as sub:
         while True:
             item = await sub.get(timeout=10)
             assert item is not None, "a was not unloaded"
-            if item[1]["state"] == "stopped":
+            if item[1].state is DeploymentState.STOPPED:
                 break
-    while "a" in core.deployments:  # the stop is finishing its bookkeeping
+    while core.fleet.get("a") is not None:  # the stop is finishing its bookkeeping
         await asyncio.sleep(0.01)
     await settle(core)
-    assert core.deployments["b"] is b and core.deployments["tiny"].state is DeploymentState.RUNNING
-    rec = await core.deployment_record(a.id)
-    assert rec["stop_reason"] == "idle" and "idle" in rec["note"], rec
+    assert core.fleet.get("b") is b and core.fleet.get("tiny").state is DeploymentState.RUNNING
+    rec = await core.fleet.record(a.id)
+    assert rec.stop_reason == "idle" and "idle" in rec.note, rec
 
 
 async def test_a_request_keeps_a_deployment_alive(core_factory, tmp_path):
     core = await make(core_factory, tmp_path, **{"deployments.memory_budget_mb": 0})
-    a = await core.start_deployment("a")
+    a = await core.fleet.start_model("a")
     before = a.last_used = time.time() - 100
-    await (await core.generate(GenerateRequest(prompt="hi", model="a"))).collect_or_raise()
+    await (await core.inference.generate(GenerateRequest(prompt="hi", model="a"))).collect_or_raise()
     assert a.last_used > before + 50  # the request moved it to now
-    assert await core.unload_idle(50) == []
+    assert await core.fleet.unload_idle(50) == []
     a.last_used = time.time() - 100
-    assert await core.unload_idle(50) == ["a"]
+    assert await core.fleet.unload_idle(50) == ["a"]
 
 
 async def test_changed_settings_restart_and_graceful_stop(core_factory, tmp_path):
     core = await make(core_factory, tmp_path, **{"deployments.memory_budget_mb": 0})
-    a1 = await core.start_deployment("a", settings={"n_ctx": 64})
-    assert await core.start_deployment("a", settings={"n_ctx": 64}) is a1
-    a2 = await core.start_deployment("a", settings={"max_model_len": 128})
+    a1 = await core.fleet.start_model("a", settings={"n_ctx": 64})
+    assert await core.fleet.start_model("a", settings={"n_ctx": 64}) is a1
+    a2 = await core.fleet.start_model("a", settings={"max_model_len": 128})
     assert a2 is not a1 and a2.id == a1.id and a2.settings.n_ctx == 128
     assert a1.state is DeploymentState.STOPPED
-    restarted = await core.restart_deployment("a")
+    restarted = await core.fleet.restart_model("a")
     assert restarted.id == a1.id and restarted.settings.n_ctx == 128 and restarted is not a2
-    assert await core.stop_deployment("a", timeout=5) is True
-    assert await core.stop_deployment("a") is False
-    logs = await core.model_logs("a", 1000)
-    assert [x["message"] for x in logs].count("state running") == 3
+    assert await core.fleet.stop_model("a", timeout=5) is True
+    assert await core.fleet.stop_model("a") is False
+    logs = await core.logs.tail("a", 1000)
+    assert [x.message for x in logs].count("state running") == 3

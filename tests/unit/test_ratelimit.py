@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from llmd.config import load_config
+from llmd.config import is_loopback, load_config
 from llmd.core.ratelimit import (
-    RateLimitedError, RateLimiter, client_key, is_loopback, limiter_from_config,
+    RateLimitedError,
+    RateLimiter,
+    client_key,
+    limiter_from_config,
 )
 
 

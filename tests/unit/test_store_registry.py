@@ -6,8 +6,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from helpers import write_tiny_gguf
+
 from llmd.core.gguf_info import read_gguf_info
 from llmd.core.registry import DEFAULT_ALIAS, Registry, find_bundled_gguf, model_name_from_file
 from llmd.errors import InvalidModelFileError, ModelExistsError, ModelNotFoundError, ValidationError
@@ -126,13 +126,13 @@ async def test_store_check_and_closed_store(tmp_path):
     await s.close()
     await s.close()  # closing twice is harmless
     with pytest.raises(RuntimeError):
-        s.db
+        _ = s.db
 
 
 # -- registry --------------------------------------------------------------------
 
 async def test_add_file_stores_header_fields(store, tiny_gguf):
-    reg = Registry(store)
+    reg = Registry(store.models)
     m = await reg.add_file(tiny_gguf, "tiny")
     assert m.name == "tiny"
     assert m.source == "local"
@@ -152,12 +152,12 @@ async def test_add_file_stores_header_fields(store, tiny_gguf):
 
 async def test_add_file_derives_the_name(store, tmp_path):
     p = write_tiny_gguf(tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf")
-    m = await Registry(store).add_file(p)
+    m = await Registry(store.models).add_file(p)
     assert m.name == "smollm2-135m-instruct"
 
 
 async def test_duplicate_name_is_refused(store, tiny_gguf, tmp_path):
-    reg = Registry(store)
+    reg = Registry(store.models)
     await reg.add_file(tiny_gguf, "tiny")
     other = write_tiny_gguf(tmp_path / "other.gguf")
     with pytest.raises(ModelExistsError) as info:
@@ -172,34 +172,34 @@ async def test_non_gguf_file_is_refused(store, tmp_path):
     p = tmp_path / "fake.gguf"
     p.write_text("not a model")
     with pytest.raises(InvalidModelFileError) as info:
-        await Registry(store).add_file(p, "fake")
+        await Registry(store.models).add_file(p, "fake")
     assert info.value.status == 400
-    assert await Registry(store).list() == []
+    assert await Registry(store.models).list() == []
 
 
 async def test_missing_file_is_refused(store, tmp_path):
     with pytest.raises(InvalidModelFileError):
-        await Registry(store).add_file(tmp_path / "nope.gguf", "nope")
+        await Registry(store.models).add_file(tmp_path / "nope.gguf", "nope")
 
 
 async def test_relative_path_is_refused(store, tiny_gguf, monkeypatch):
     monkeypatch.chdir(tiny_gguf.parent)
     with pytest.raises(ValidationError) as info:
-        await Registry(store).add_file(Path(tiny_gguf.name), "tiny")
+        await Registry(store.models).add_file(Path(tiny_gguf.name), "tiny")
     assert info.value.status == 400
     assert info.value.field == "path"
-    assert await Registry(store).list() == []
+    assert await Registry(store.models).list() == []
 
 
 @pytest.mark.parametrize("bad", ["-dash", "has space", "x" * 200, ".hidden", "semi;colon"])
 async def test_bad_names_are_refused(store, tiny_gguf, bad):
     with pytest.raises(ValidationError) as info:
-        await Registry(store).add_file(tiny_gguf, bad)
+        await Registry(store.models).add_file(tiny_gguf, bad)
     assert info.value.field == "name"
 
 
 async def test_aliases_resolve(store, tiny_gguf, tmp_path):
-    reg = Registry(store)
+    reg = Registry(store.models)
     await reg.add_file(tiny_gguf, "tiny", aliases=["t", "tiny-chat"])
     other = write_tiny_gguf(tmp_path / "other.gguf", context_length=512)
     await reg.add_file(other, "other")
@@ -225,7 +225,7 @@ async def test_everything_survives_reopen(tmp_path, tiny_gguf):
     path = tmp_path / "llmd.db"
     s = Store(path)
     await s.open()
-    reg = Registry(s)
+    reg = Registry(s.models)
     m = await reg.add_file(tiny_gguf, "tiny", aliases=["t"])
     await reg.ensure_default_alias("tiny")
     await s.deployments.upsert("tiny", "running", {"n_ctx": 256})
@@ -235,7 +235,7 @@ async def test_everything_survives_reopen(tmp_path, tiny_gguf):
 
     s = Store(path)
     await s.open()
-    reg = Registry(s)
+    reg = Registry(s.models)
     again = await reg.get("default")
     assert again.name == "tiny"
     assert again.quantization == m.quantization == "Q4_1"
@@ -251,7 +251,7 @@ async def test_everything_survives_reopen(tmp_path, tiny_gguf):
 
 
 async def test_delete_removes_aliases(store, tiny_gguf):
-    reg = Registry(store)
+    reg = Registry(store.models)
     await reg.add_file(tiny_gguf, "tiny", aliases=["t"])
     assert await store.models.delete("tiny") is True
     assert await reg.find("t") is None
@@ -259,7 +259,7 @@ async def test_delete_removes_aliases(store, tiny_gguf):
 
 
 async def test_sync_bundled_registers_and_refreshes(store, tmp_path):
-    reg = Registry(store)
+    reg = Registry(store.models)
     (tmp_path / "a").mkdir()
     first = write_tiny_gguf(tmp_path / "a" / "Pack-1B.Q4_1.gguf")
     models = await reg.sync_bundled([first])
@@ -277,7 +277,7 @@ async def test_sync_bundled_registers_and_refreshes(store, tmp_path):
 
 
 async def test_sync_bundled_leaves_a_local_model_of_the_same_name(store, tmp_path, tiny_gguf):
-    reg = Registry(store)
+    reg = Registry(store.models)
     await reg.add_file(tiny_gguf, "pack-1b")
     other = write_tiny_gguf(tmp_path / "Pack-1B.Q4_1.gguf")
     assert await reg.sync_bundled([other]) == []

@@ -40,7 +40,7 @@ def test_bytewise_feed_never_breaks_a_character(text, step):
 
 def test_one_byte_of_a_character_is_held_back():
     asm = TextAssembler()
-    data = "ж".encode("utf-8")
+    data = "ж".encode()
     assert asm.feed(data[:1]) == ""
     assert asm.feed(data[1:]) == "ж"
 
@@ -105,7 +105,7 @@ def test_stop_at_the_very_start():
 
 def test_an_unfinished_character_at_the_end_is_dropped_not_replaced():
     asm = TextAssembler()
-    data = "春天".encode("utf-8")
+    data = "春天".encode()
     out = asm.feed(data[:3]) + asm.feed(data[3:5])  # the second character is cut after two of its bytes
     out += asm.finish()
     assert out == "春" == asm.text

@@ -103,5 +103,8 @@ class Engine(Protocol):
 
     name: str
 
+    def supports_gpu(self) -> bool:
+        """True when this build can offload layers to a GPU."""
+
     def load(self, path: str, settings: LoadSettings, chat_template: str | None, log: LogSink) -> LoadedModel:
         """Load the GGUF file at ``path`` (blocking)."""

@@ -53,11 +53,12 @@ class FakeModel:
         self.freed_samplers = 0
 
     def tokenize(self, text: str) -> list[int]:
-        # One token per 4 bytes, at least one: good enough for usage maths.
+        """One token per 4 bytes of ``text``, at least one: good enough for usage maths."""
         data = text.encode("utf-8")
         return [sum(data[i * 4:(i + 1) * 4]) for i in range(max(1, len(data) // 4))]
 
     def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        """The messages through the model's (test) chat template."""
         return self._template.render(messages)
 
     def _pieces(self) -> list[bytes]:
@@ -66,22 +67,28 @@ class FakeModel:
         return [c.encode("utf-8") for c in self._reply.decode("utf-8")]
 
     def token_bytes(self, token: int) -> bytes:
+        """The bytes of one token of the scripted reply."""
         return b"" if token == EOS else self._pieces()[token]
 
     def is_eog(self, token: int) -> bool:
+        """True for the end-of-generation token."""
         return token == EOS
 
     def check_grammar(self, grammar: str) -> None:
+        """Accept a grammar that names a ``root`` rule; a 400 otherwise."""
         if "root" not in grammar:
             raise ValidationError("the grammar does not parse", field="grammar")
 
     def new_sampler(self, params: SamplingParams) -> FakeSampler:
+        """A sampler that walks the scripted reply."""
         return FakeSampler(params)
 
     def free_sampler(self, sampler: FakeSampler) -> None:
+        """Count the freed sampler (tests check that none leaks)."""
         self.freed_samplers += 1
 
     def decode(self, entries: Sequence[BatchEntry]) -> list[int]:
+        """Pretend to evaluate a batch (``delay_s`` per step, or a scripted failure); the rows to sample from."""
         if self._delay:
             time.sleep(self._delay)
         if self.fail_decode:
@@ -95,6 +102,7 @@ class FakeModel:
         return rows
 
     def sample(self, sampler: FakeSampler, row: int) -> int:
+        """The next piece of the scripted reply, then EOS (the reply again with ``ignore_eos``)."""
         pieces = self._pieces()
         if self._fail_after is not None and sampler.index >= self._fail_after:
             raise RuntimeError("fake engine failure")
@@ -109,9 +117,11 @@ class FakeModel:
         return i
 
     def seq_rm(self, seq: int, p0: int) -> bool:
+        """Nothing is cached for real: always succeeds."""
         return True
 
     def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
+        """Deterministic unit vectors derived from each text, and the tokens they used."""
         vecs = []
         for t in texts:
             v = [float(len(t) % 7 + 1), float(sum(t.encode()) % 13 + 1), 1.0]
@@ -120,6 +130,7 @@ class FakeModel:
         return vecs, sum(len(self.tokenize(t)) for t in texts)
 
     def close(self) -> None:
+        """Mark the model closed."""
         self.closed = True
 
 
@@ -130,8 +141,10 @@ class FakeEngine:
 
     def __init__(self, reply: str = "Hello from the fake engine.", *, delay_s: float = 0.0,
                  load_delay_s: float = 0.0, split_bytes: bool = False,
-                 fail_load: bool = False, fail_after: int | None = None, fail_decode: bool = False) -> None:
+                 fail_load: bool = False, fail_after: int | None = None, fail_decode: bool = False,
+                 gpu: bool = False) -> None:
         self.reply = reply
+        self.gpu = gpu  # what supports_gpu() answers: tests script a GPU build
         self.delay_s = delay_s
         self.load_delay_s = load_delay_s
         self.split_bytes = split_bytes
@@ -142,7 +155,12 @@ class FakeEngine:
         self.load_gate.set()
         self.loaded: list[FakeModel] = []
 
+    def supports_gpu(self) -> bool:
+        """Whether this (pretend) build can offload layers to a GPU."""
+        return self.gpu
+
     def load(self, path: str, settings: LoadSettings, chat_template: str | None, log: LogSink) -> FakeModel:
+        """A :class:`FakeModel` (waits on ``load_gate``; fails when the test asks)."""
         log("info", f"fake load of {path}")
         self.load_gate.wait()
         if self.load_delay_s:

@@ -140,7 +140,8 @@ class LlamaCppModel:
         if p.min_p:
             add(lib.llama_sampler_init_min_p(p.min_p, 1))
         add(lib.llama_sampler_init_temp(temp))
-        add(lib.llama_sampler_init_dist(p.seed if p.seed is not None else 0xFFFFFFFF))
+        # llama.cpp's seed is 32 bits; the APIs take 64-bit seeds, folded here so equal seeds stay equal.
+        add(lib.llama_sampler_init_dist((p.seed & 0xFFFFFFFF) if p.seed is not None else 0xFFFFFFFF))
         return chain
 
     def free_sampler(self, sampler: Any) -> None:

@@ -149,7 +149,7 @@ class BatchScheduler:
             return
         self.steps += 1
         self.last_batch_tokens = sum(len(e.tokens) for _, e, _ in entries)
-        for (slot, entry, prefill), row in zip(entries, rows):
+        for (slot, entry, prefill), row in zip(entries, rows, strict=True):
             slot.tokens.extend(entry.tokens)
             if prefill:
                 del slot.pending[:len(entry.tokens)]

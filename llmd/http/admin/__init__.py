@@ -1,4 +1,4 @@
-"""The admin dialect used by ``llmctl``: ``/llmd/v1/...``."""
+"""The llmd admin API used by ``llmctl``: ``/llmd/v1/...``."""
 
 from llmd.http.admin.routes import build
 

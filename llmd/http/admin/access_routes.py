@@ -8,7 +8,9 @@ from pydantic import Field
 from quart import jsonify
 
 from llmd.core import Core
-from llmd.http.api import Dialect, StrictModel, parse_body, parse_query
+from llmd.http.body import parse_body, parse_query
+from llmd.http.fields import StrictModel
+from llmd.http.routing import Dialect
 
 Scope = Literal["inference", "admin"]
 TEN_YEARS_S = 10 * 366 * 86400
@@ -48,8 +50,8 @@ def register(d: Dialect, core: Core) -> None:
     @d.route("/llmd/v1/auth", summary="Auth mode and the caller's identity", auth="inference")
     async def whoami() -> Any:
         """The mode in force and why, and who the credential of this request is."""
-        principal = auth.current.get()
-        return jsonify({"auth": auth.describe(), "principal": principal.describe() if principal else None})
+        mode, principal = auth.whoami()
+        return jsonify({"auth": mode, "principal": principal.describe() if principal else None})
 
     @d.route("/llmd/v1/keys", summary="List API keys", query=KeysQuery, auth="admin")
     async def list_keys() -> Any:

@@ -1,4 +1,4 @@
-"""The EasyVizAI dialect of seed 000: ``/api/v1/llm/...`` and WebSocket chat."""
+"""The EasyVizAI API: ``/api/v1/llm/...`` and its WebSocket chat."""
 
 from llmd.http.easyviz.routes import build
 

@@ -1,7 +1,7 @@
-"""Routes of seed 000 (EasyVizAI): ``/api/v1/llm/...`` and the WebSocket chat ``/ws/chat/{session_id}/``.
+"""Routes of the EasyVizAI API: ``/api/v1/llm/...`` and the WebSocket chat ``/ws/chat/{session_id}/``.
 
-Handlers parse, call the core, and render in the document's shapes; the chat
-history lives in ``core.sessions``. See docs/api-easyviz.md.
+Handlers parse, call one core method, and render in the document's shapes; the
+chat history lives in ``core.sessions``. See docs/api-easyviz.md.
 """
 
 from __future__ import annotations
@@ -13,90 +13,88 @@ from typing import Any
 from quart import jsonify, websocket
 
 from llmd.core import Core
-from llmd.core.sessions import ChatTurn
+from llmd.core.sessions import ChatSessions, ChatTurn
 from llmd.errors import InternalError, LlmdError, ValidationError
-from llmd.http.api import Dialect, parse_body
+from llmd.http.body import parse_body
 from llmd.http.easyviz import translate as t
 from llmd.http.easyviz.schemas import CancelIn, ChatMessageIn, GenerateBody, GenerateResponse, ModelSwitchIn
-from llmd.http.streaming import render_stream, sse_json, sse_response
+from llmd.http.routing import Dialect
+from llmd.http.sse import render_stream, sse_json, sse_response
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1/llm"
+ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 
 
-def _render_error(err: LlmdError, path: str) -> tuple[Any, int]:
+def render_error(err: LlmdError, path: str) -> tuple[Any, int]:
+    """``{"error": "..."}`` and the error's status."""
     return t.error_body(err), err.status
 
 
 def build(core: Core) -> Dialect:
-    """The seed-000 dialect bound to ``core``."""
-    d = Dialect("easyviz", "EasyVizAI (seed 000)", _render_error, prefixes=(f"{PREFIX}/", "/ws/chat/"))
-
-    def current() -> str:
-        return core.config.models.default
+    """The EasyVizAI API bound to ``core``."""
+    d = Dialect("easyviz", "EasyVizAI API", render_error, ERROR_SCHEMA, prefixes=(f"{PREFIX}/", "/ws/chat/"))
 
     @d.route(f"{PREFIX}/health/", summary="Service health and loaded models", auth="public")
     async def health() -> Any:
         """``status`` is ``healthy``, ``degraded`` (the current model is not loaded) or ``unhealthy`` (503)."""
-        body, status = t.health_body(await core.health(), current())
+        body, status = t.health_body(await core.monitor.health())
         return jsonify(body), status
 
     @d.route(f"{PREFIX}/models/", summary="List models", auth="inference")
     async def models() -> Any:
         """Registered models (``available_models``), the loaded ones, the current one and the device."""
-        return jsonify(t.models_body(await core.list_models(), await core.health(), current()))
+        return jsonify(t.models_body(await core.models.list()))
 
     @d.route(f"{PREFIX}/models/<model_key>/", summary="One model", auth="inference")
     async def model(model_key: str) -> Any:
         """A model by registry name or alias; 404 listing the available names if there is none."""
-        m = await core.resolve(model_key)
-        dep = core.deployments.get(m.name)
-        return jsonify(t.model_body(m, dep.stats() if dep else None, core.config.sampling))
+        return jsonify(t.model_body(await core.models.view(model_key)))
 
     @d.route(f"{PREFIX}/models/<model_key>/load/", ("POST",), summary="Load a model", auth="admin")
     async def load(model_key: str) -> Any:
         """Loads the model into the engine and answers once it serves (500 if the load fails)."""
-        dep = await core.load_model(model_key)
-        return jsonify({"message": f"Model {model_key} loaded successfully", "model": dep.model.name,
-                        "device": dep.loaded.device if dep.loaded else None})
+        loaded = await core.fleet.load(model_key)
+        return jsonify({"message": f"Model {model_key} loaded successfully", "model": loaded.deployment.model,
+                        "device": loaded.deployment.device})
 
     @d.route(f"{PREFIX}/models/<model_key>/unload/", ("POST",), summary="Unload a model", auth="admin")
     async def unload(model_key: str) -> Any:
         """Stops the model's deployment and frees its memory; unloading a model that is not loaded is a no-op."""
-        m = await core.resolve(model_key)
-        was_loaded = await core.unload_model(m.name)
-        msg = f"Model {model_key} unloaded successfully" if was_loaded else f"Model {model_key} was not loaded"
-        return jsonify({"message": msg, "model": m.name, "was_loaded": was_loaded})
+        done = await core.fleet.unload(model_key)
+        msg = f"Model {model_key} unloaded successfully" if done.was_loaded else f"Model {model_key} was not loaded"
+        return jsonify({"message": msg, "model": done.model, "was_loaded": done.was_loaded})
 
     @d.route(f"{PREFIX}/generate/", ("POST",), summary="Generate text", body=GenerateBody,
              response=GenerateResponse, auth="inference")
     async def generate() -> Any:
         """The prompt is the user's turn through the model's chat template; answers ``{response, model, prompt}``."""
         body = await parse_body(GenerateBody)
-        gen = await core.generate(t.generate_request(body, f"{PREFIX}/generate/"))
+        gen = await core.inference.generate(t.generate_request(body, f"{PREFIX}/generate/"))
         result = await gen.collect_or_raise()
-        return jsonify(t.generate_response(result, gen.deployment.model.name, body.prompt))
+        return jsonify(t.generate_response(result, gen.model, body.prompt))
 
     @d.route(f"{PREFIX}/generate/stream/", ("POST",), summary="Generate text as SSE", body=GenerateBody, sse=True,
              auth="inference")
     async def generate_stream() -> Any:
-        """SSE ``data: {"chunk": ...}`` events, then ``data: {"done": true}``; a failure is a final ``data: {"error": ...}``."""
+        """SSE ``data: {"chunk": ...}`` events, then ``data: {"done": true}``; a failure is a final
+        ``data: {"error": ...}``."""
         body = await parse_body(GenerateBody)
-        gen = await core.generate(t.generate_request(body, f"{PREFIX}/generate/stream/"))
-        model = gen.deployment.model.name
-        return sse_response(core, render_stream(
+        gen = await core.inference.generate(t.generate_request(body, f"{PREFIX}/generate/stream/"))
+        return sse_response(core.streams, render_stream(
             gen,
             token=lambda text: sse_json({"chunk": text}),
-            end=lambda result: sse_json({"done": True, "model": model, "finish_reason": result.finish_reason.value,
+            end=lambda result: sse_json({"done": True, "model": gen.model,
+                                         "finish_reason": result.finish_reason.value,
                                          "usage": result.usage.to_dict()}),
             error=lambda err: sse_json(t.error_body(err)),
         ))
 
     @d.websocket("/ws/chat/<session_id>/", summary="Chat over WebSocket", auth="inference")
     async def chat_ws(session_id: str) -> None:
-        """Seed 000's chat: ``chat_message`` / ``model_switch`` / ``cancel`` in; chunks, ``assistant_done`` out."""
-        await ChatSocket(core, session_id).serve()
+        """The EasyVizAI chat: ``chat_message`` / ``model_switch`` / ``cancel`` in; chunks, ``assistant_done`` out."""
+        await ChatSocket(core.sessions, session_id).serve()
 
     return d
 
@@ -111,11 +109,11 @@ class ChatSocket:
     """One open chat WebSocket: reads client messages while an answer runs as a task.
 
     Per-connection only: it lives as long as the handler call, and the
-    conversation itself is in ``core.sessions``.
+    conversation itself is in the core's chat sessions.
     """
 
-    def __init__(self, core: Core, session_id: str) -> None:
-        self.core = core
+    def __init__(self, sessions: ChatSessions, session_id: str) -> None:
+        self.sessions = sessions
         self.session_id = session_id
         self._send_lock = asyncio.Lock()
         self._answer: asyncio.Task | None = None
@@ -130,20 +128,18 @@ class ChatSocket:
     async def serve(self) -> None:
         """Accept, then handle messages until the client goes; a closed socket cancels the answer."""
         try:
-            self.core.sessions.check_id(self.session_id)
+            self.sessions.check_id(self.session_id)
         except LlmdError as err:
             await websocket.accept()
             await self.send(t.ws_error(err))
             await websocket.close(1008, "invalid session id")
             return
         await websocket.accept()
-        self.core.active_streams += 1
         try:
             while True:
                 raw = await websocket.receive()
                 await self.handle(raw)
         finally:
-            self.core.active_streams -= 1
             answer = self._answer
             if answer is not None and not answer.done():
                 answer.cancel()
@@ -156,7 +152,7 @@ class ChatSocket:
             if isinstance(msg, CancelIn):
                 self.cancel()
             elif isinstance(msg, ModelSwitchIn):
-                model = await self.core.sessions.switch_model(self.session_id, msg.model)
+                model = await self.sessions.switch_model(self.session_id, msg.model)
                 await self.send(t.ws_model_switched(model.name))
             elif isinstance(msg, ChatMessageIn):
                 if self._answer is not None and not self._answer.done():
@@ -180,7 +176,7 @@ class ChatSocket:
         """Run one answer: chunks (or one message), then the closing message."""
         self._turn = None
         try:
-            turn = await self.core.sessions.chat(
+            turn = await self.sessions.chat(
                 self.session_id, msg.message, model=msg.model, params=t.sampling(msg.parameters),
                 system=msg.system)
             self._turn = turn

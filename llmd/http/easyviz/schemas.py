@@ -1,4 +1,4 @@
-"""Request bodies and WebSocket messages of seed 000, with the document's ranges."""
+"""Request bodies and WebSocket messages of the EasyVizAI API, with the document's ranges."""
 
 from __future__ import annotations
 
@@ -6,17 +6,15 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field
 
-from llmd.http.api import StrictModel
+from llmd.http.fields import MaxTokens, StrictModel, Temperature, TopP
 
 
 class Parameters(StrictModel):
     """``parameters`` of a generation (the document's table; out of range is a 400, never clamped)."""
 
-    temperature: Optional[float] = Field(default=None, ge=0.0, le=2.0,
-                                         description="Sampling temperature (0.0-2.0); the daemon's default if absent.")
-    top_p: Optional[float] = Field(default=None, ge=0.0, le=1.0, description="Nucleus sampling (0.0-1.0).")
-    max_length: Optional[int] = Field(default=None, ge=1, le=4096,
-                                      description="Most tokens to generate (1-4096); the daemon's default if absent.")
+    temperature: Optional[Temperature] = Field(default=None, description="The daemon's default if absent.")
+    top_p: Optional[TopP] = Field(default=None, description="Nucleus sampling.")
+    max_length: Optional[MaxTokens] = Field(default=None, description="Most tokens to generate.")
     do_sample: Optional[bool] = Field(default=None, description="false: greedy decoding (temperature 0).")
 
 
@@ -37,7 +35,7 @@ class GenerateResponse(StrictModel):
 
 
 class ErrorBody(StrictModel):
-    """Seed 000's error envelope."""
+    """The EasyVizAI API's error envelope."""
 
     error: str
 

@@ -1,4 +1,4 @@
-"""Pure translators between seed 000's shapes and core types."""
+"""Pure translators between the EasyVizAI API's shapes and core types."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from typing import Any
 
 import pydantic
 
-from llmd.core.registry import Model
-from llmd.core.types import ChatMessage, DeploymentState, GenerateRequest, GenerationResult, SamplingParams
+from llmd.core.deployment import DeploymentInfo
+from llmd.core.models import ModelView
+from llmd.core.monitor import Health
+from llmd.core.types import ChatMessage, GenerateRequest, GenerationResult, SamplingParams
 from llmd.errors import LlmdError, ValidationError
-from llmd.http.api import load_json_object, validation_error
+from llmd.http.body import load_json_object, validation_error
 from llmd.http.easyviz.schemas import WS_MESSAGES, GenerateBody, Parameters
 
 DIALECT = "easyviz"
@@ -26,7 +28,7 @@ def error_message(err: LlmdError) -> str:
 
 
 def error_body(err: LlmdError) -> dict[str, Any]:
-    """Seed 000's error envelope."""
+    """The EasyVizAI API's error envelope."""
     return {"error": error_message(err)}
 
 
@@ -52,67 +54,65 @@ def generate_response(result: GenerationResult, model: str, prompt: str) -> dict
             "finish_reason": result.finish_reason.value, "usage": result.usage.to_dict()}
 
 
-def _running(health: dict[str, Any]) -> list[dict[str, Any]]:
-    return [d for d in health.get("deployments", []) if d.get("state") == DeploymentState.RUNNING.value]
-
-
-def device(health: dict[str, Any], current: str) -> str:
+def device(running: list[DeploymentInfo], current: str | None) -> str:
     """Where the current model runs (``cpu`` or ``cuda``); else any loaded model's; ``cpu`` if none is."""
-    running = _running(health)
     for d in running:
-        if d["model"] == current and d.get("device"):
-            return d["device"]
+        if d.model == current and d.device:
+            return d.device
     for d in running:
-        if d.get("device"):
-            return d["device"]
+        if d.device:
+            return d.device
     return "cpu"
 
 
-def health_body(health: dict[str, Any], current: str) -> tuple[dict[str, Any], int]:
+def health_body(health: Health) -> tuple[dict[str, Any], int]:
     """``GET /api/v1/llm/health/``: ``healthy``, ``degraded`` (current model not loaded) or ``unhealthy`` (503)."""
-    status = {"ok": "healthy", "model_not_loaded": "degraded"}.get(health["status"], "unhealthy")
+    status = {"ok": "healthy", "model_not_loaded": "degraded"}.get(health.status, "unhealthy")
+    running = [d for d in health.deployments if d.running]
     body = {
         "status": status,
-        "device": device(health, current),
-        "loaded_models": [d["model"] for d in _running(health)],
-        "current_model": current,
-        "active_connections": health.get("active_streams", 0),
+        "device": device(running, health.default_model),
+        "loaded_models": [d.model for d in running],
+        "current_model": health.default_model,
+        "active_connections": health.active_streams,
     }
     return body, 503 if status == "unhealthy" else 200
 
 
-def models_body(models: list[dict[str, Any]], health: dict[str, Any], current: str) -> dict[str, Any]:
+def models_body(views: list[ModelView]) -> dict[str, Any]:
     """``GET /api/v1/llm/models/``, plus ``aliases`` (alias -> name)."""
+    running = [v.deployment for v in views if v.loaded and v.deployment is not None]
+    current = next((v.model.name for v in views if v.default), None)
     return {
         "current_model": current,
-        "loaded_models": [d["model"] for d in _running(health)],
-        "device": device(health, current),
-        "available_models": [m["name"] for m in models],
-        "aliases": {a: m["name"] for m in models for a in m.get("aliases", [])},
+        "loaded_models": [d.model for d in running],
+        "device": device(running, current),
+        "available_models": [v.model.name for v in views],
+        "aliases": {a: v.model.name for v in views for a in v.model.aliases},
     }
 
 
-def model_body(model: Model, dep: dict[str, Any] | None, defaults: Any) -> dict[str, Any]:
+def model_body(view: ModelView) -> dict[str, Any]:
     """``GET /api/v1/llm/models/{model_key}/``: ``config`` carries the file and default sampling."""
-    loaded = dep is not None and dep.get("state") == DeploymentState.RUNNING.value
+    model, dep = view.model, view.deployment
     return {
         "name": model.name,
-        "loaded": loaded,
+        "loaded": view.loaded,
         "config": {
             "name": model.metadata.get("name") or model.name,
             "model_path": model.path,
             "type": "causal_lm",
-            "device": dep.get("device") if loaded and dep else None,
-            "max_length": defaults.max_tokens,
-            "temperature": defaults.temperature,
-            "top_p": defaults.top_p,
+            "device": dep.device if view.loaded and dep is not None else None,
+            "max_length": view.sampling.get("max_tokens"),
+            "temperature": view.sampling.get("temperature"),
+            "top_p": view.sampling.get("top_p"),
             "architecture": model.architecture,
             "context_length": model.context_length,
             "quantization": model.quantization,
             "size_bytes": model.size_bytes,
         },
         "aliases": list(model.aliases),
-        "state": dep.get("state") if dep else DeploymentState.STOPPED.value,
+        "state": view.state.value,
     }
 
 

@@ -1,4 +1,4 @@
-"""The OpenAI dialect: ``/v1/models``, chat completions, completions, embeddings."""
+"""The OpenAI API: ``/v1/models``, chat completions, completions, embeddings."""
 
 from llmd.http.openai.routes import build
 

@@ -1,0 +1,390 @@
+"""In-process deployments: llama.cpp in this process, with its scheduler thread and bounded queue.
+
+A local deployment runs up to ``parallel`` generations at once through the
+continuous-batching scheduler (``core/engine/scheduler.py``). Requests beyond
+the free slots wait in a bounded FIFO queue; past the bound they are refused
+with 503 and ``Retry-After`` instead of waiting without limit. Each
+deployment owns one worker thread, so llama.cpp never runs on the event loop;
+token events are handed to the request's asyncio queue with
+``call_soon_threadsafe``. Tokenizing, chat templates and embeddings run on a
+second, auxiliary thread, so they never wait behind a long answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import dataclasses
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Sequence
+
+from llmd.config import SamplingConfig
+from llmd.core.deployment import Deployment, FinishHook, Generation, LogSink, StateHook
+from llmd.core.engine.base import Engine, LoadedModel, LoadSettings
+from llmd.core.engine.scheduler import BatchScheduler
+from llmd.core.generation import (
+    answer_reserve,
+    apply_defaults,
+    build_prompt,
+    fit_context,
+    fit_history,
+    model_defaults,
+)
+from llmd.core.registry import Model
+from llmd.core.types import (
+    ChatMessage,
+    DeploymentState,
+    EmbeddingResult,
+    FinishReason,
+    GenerateRequest,
+    GenerationResult,
+    SamplingParams,
+    Timings,
+    TokenEvent,
+    Usage,
+)
+from llmd.errors import EngineError, ServerBusyError, ShuttingDownError, ValidationError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)  # identity semantics: jobs live in sets
+class Job:
+    """One generation as the worker thread sees it."""
+
+    prompt: list[int]
+    params: SamplingParams  # concrete: defaults already applied
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue
+    model_name: str
+    submitted: float = field(default_factory=time.monotonic)
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: FinishReason = FinishReason.CANCELLED
+    finished: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)  # dialect, endpoint: for the request log
+
+    def cancel(self, reason: FinishReason = FinishReason.CANCELLED) -> None:
+        """Ask the worker to stop this job at its next token."""
+        self.cancel_reason = reason
+        self.cancel_event.set()
+
+
+class LocalGeneration(Generation):
+    """The async handle of one queued or running in-process generation.
+
+    Leaving the iteration early (a client that disconnects cancels the
+    handler task) cancels the job.
+    """
+
+    def __init__(self, job: Job, deployment: LocalDeployment) -> None:
+        self.job = job
+        self.deployment = deployment
+        self.model = deployment.model.name
+        self.result: GenerationResult | None = None
+        self.prompt_tokens = len(job.prompt)
+
+    async def __aiter__(self) -> AsyncIterator[TokenEvent]:
+        try:
+            while True:
+                event = await self.job.events.get()
+                if isinstance(event, TokenEvent):
+                    yield event
+                else:
+                    self.result = event
+                    return
+        finally:
+            if self.result is None:
+                self.cancel()
+
+    def __del__(self) -> None:
+        # A response that was dropped before its body was ever iterated (the
+        # client left between headers and body) must not keep the engine busy.
+        if self.result is None and not self.job.finished:
+            self.deployment.cancel(self.job)
+
+    def cancel(self, reason: FinishReason = FinishReason.CANCELLED) -> None:
+        """Stop the generation: drop it from the queue, or stop it at the next token."""
+        self.deployment.cancel(self.job, reason)
+
+
+class LocalDeployment(Deployment):
+    """One model loaded into llama.cpp in this process, its worker thread and its admission queue."""
+
+    kind = "llama.cpp"
+
+    def __init__(self, model: Model, settings: LoadSettings, engine: Engine, *, queue_size: int,
+                 sampling: SamplingConfig, max_tokens_limit: int | None, prefill_chunk: int = 256,
+                 on_state: StateHook | None = None, on_finish: FinishHook | None = None,
+                 log_sink: LogSink | None = None) -> None:
+        super().__init__(model, settings, queue_size=queue_size, on_state=on_state, on_finish=on_finish,
+                         log_sink=log_sink)
+        self.engine = engine
+        self.sampling = sampling
+        self.max_tokens_limit = max_tokens_limit
+        self.prefill_chunk = prefill_chunk
+        self.loaded: LoadedModel | None = None
+        self.scheduler: BatchScheduler | None = None
+        self._cond = threading.Condition()
+        self._queue: collections.deque[Job] = collections.deque()
+        self._running: set[Job] = set()
+        self._thread: threading.Thread | None = None
+        self._stop_message = "llmd is shutting down"
+        # Tokenizing, template rendering and embeddings: off the loop, and
+        # off the generation thread so they never wait behind a long answer.
+        self.aux = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"llmd-aux-{model.name}")
+
+    # -- lifecycle ------------------------------------------------------
+    async def start(self) -> None:
+        """Load the model (in a thread) and start the worker. Never raises."""
+        self._set_state(DeploymentState.STARTING)
+        t0 = time.monotonic()
+        try:
+            self.loaded = await asyncio.to_thread(
+                self.engine.load, self.model.path, self.settings, self.model.chat_template, self.log
+            )
+        except Exception as exc:  # noqa: BLE001 - a failed load is a state, not a crash
+            log.exception("loading %s failed", self.model.name)
+            self._set_state(DeploymentState.ERROR, f"load failed: {exc}")
+            self._loaded_event.set()
+            return
+        if self._closing:  # stopped while loading: free the model instead of serving it
+            loaded, self.loaded = self.loaded, None
+            await asyncio.to_thread(loaded.close)
+            self._set_state(DeploymentState.STOPPED)
+            self._loaded_event.set()
+            return
+        self.load_seconds = time.monotonic() - t0
+        self.started_at = time.time()
+        self._thread = threading.Thread(target=self._run, name=f"llmd-gen-{self.model.name}", daemon=True)
+        self._thread.start()
+        self._set_state(DeploymentState.RUNNING)
+        self._loaded_event.set()
+
+    async def stop(self, reason: FinishReason = FinishReason.SHUTDOWN,
+                   message: str = "llmd is shutting down", *, graceful: bool = False) -> None:
+        """Refuse new work, end queued and running jobs (their error says ``message``), free the model.
+
+        With ``graceful``, queued and running generations may finish first;
+        a later call without it (a forced stop) ends them at once.
+        """
+        if self.state is DeploymentState.STOPPING and not graceful:
+            self._abort(reason)  # a forced stop overtaking a graceful one
+            return
+        if self.state in (DeploymentState.STOPPED, DeploymentState.STOPPING):
+            return
+        self._stop_message = message
+        self._set_state(DeploymentState.STOPPING)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if not graceful:
+            self._abort(reason)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+        if self.loaded is not None:
+            await asyncio.get_running_loop().run_in_executor(self.aux, self.loaded.close)
+            self.loaded = None
+        self.aux.shutdown(wait=False)
+        self.stopped_at = time.time()
+        self._set_state(DeploymentState.STOPPED)
+
+    def _abort(self, reason: FinishReason) -> None:
+        """End every queued and running job now."""
+        with self._cond:
+            queued = list(self._queue)
+            self._queue.clear()
+            for job in self._running:
+                job.cancel(reason)
+            self._cond.notify_all()
+        for job in queued:
+            self._finish_unstarted(job, reason)
+
+    def is_idle(self) -> bool:
+        """Running with nothing queued or generating: may be evicted or unloaded."""
+        with self._cond:
+            return self.state is DeploymentState.RUNNING and not self._queue and not self._running
+
+    def _model(self) -> LoadedModel:
+        """The loaded model, or the "not loaded" error."""
+        self.check_running()
+        if self.loaded is None:
+            self.check_running()  # raced with a stop: report it as the state now says
+            raise ShuttingDownError(f"model '{self.model.name}' is stopping")
+        return self.loaded
+
+    # -- work -----------------------------------------------------------
+    async def generate(self, req: GenerateRequest) -> Generation:
+        """Render, tokenize, check and queue ``req``; errors surface here, before any streaming."""
+        loaded = self._model()
+        self.last_used = time.time()
+        params = model_defaults(self.model.config, req.params)
+        loop = asyncio.get_running_loop()
+        prompt = await loop.run_in_executor(self.aux, build_prompt, loaded, dataclasses.replace(req, params=params))
+        if params.grammar:
+            # A grammar that does not parse is a 400 now, not an error event mid-stream.
+            await loop.run_in_executor(self.aux, loaded.check_grammar, params.grammar)
+        params = apply_defaults(params, self.sampling)
+        own_max = self.model.config.get("max_tokens")
+        default_max = own_max if isinstance(own_max, int) and not isinstance(own_max, bool) and own_max > 0 \
+            else self.sampling.max_tokens
+        params = fit_context(len(prompt), params, loaded.n_ctx, default_max, self.max_tokens_limit)
+        return self.submit(prompt, params, meta={"dialect": req.dialect, "endpoint": req.endpoint})
+
+    async def embed(self, inputs: Sequence[str]) -> EmbeddingResult:
+        """Mean-pooled, normalised embeddings; an input longer than the context is a 400."""
+        loaded = self._model()
+        self.last_used = time.time()
+        loop = asyncio.get_running_loop()
+        for text in inputs:
+            if len(await loop.run_in_executor(self.aux, loaded.tokenize, text)) > loaded.n_ctx:
+                raise ValidationError(f"an input is longer than the context ({loaded.n_ctx} tokens)", field="input")
+        vectors, n_tokens = await loop.run_in_executor(self.aux, loaded.embed, list(inputs))
+        return EmbeddingResult(vectors=vectors, prompt_tokens=n_tokens, model=self.model.name)
+
+    async def fit_chat(self, system: str | None, history: Sequence[ChatMessage], new: ChatMessage,
+                       max_tokens: int | None) -> tuple[list[ChatMessage], int]:
+        """The newest turns of ``history`` that fit the context, less the room the answer needs."""
+        loaded = self._model()
+        budget = loaded.n_ctx - answer_reserve(loaded.n_ctx, max_tokens, self.sampling.max_tokens)
+        return await asyncio.get_running_loop().run_in_executor(
+            self.aux, fit_history, loaded, system, history, new, budget)
+
+    @property
+    def n_ctx(self) -> int:
+        """Tokens per slot of the loaded model (the settings' until it is loaded)."""
+        return self.loaded.n_ctx if self.loaded is not None else self.settings.n_ctx
+
+    @property
+    def n_gpu_layers(self) -> int:
+        """Layers the loaded model offloads (0 on a build without GPU offload)."""
+        return self.loaded.n_gpu_layers if self.loaded is not None else self.settings.n_gpu_layers
+
+    def submit(self, prompt: list[int], params: SamplingParams, meta: dict[str, Any] | None = None) -> LocalGeneration:
+        """Queue a generation of ready tokens; raises :class:`ServerBusyError` when the queue is full."""
+        self._model()
+        loop = asyncio.get_running_loop()
+        job = Job(prompt=prompt, params=params, loop=loop, events=asyncio.Queue(), model_name=self.model.name,
+                  meta=meta or {})
+        with self._cond:
+            if self._closing:
+                raise ShuttingDownError()
+            busy = len(self._running) + len(self._queue) >= self.settings.n_slots
+            if busy and len(self._queue) >= self.queue_size:
+                raise ServerBusyError(
+                    f"model '{self.model.name}' is busy: {len(self._queue)} requests are waiting",
+                    retry_after=max(1, len(self._queue)),
+                    details={"queued": len(self._queue), "queue_size": self.queue_size},
+                )
+            self._queue.append(job)
+            self._cond.notify()
+        self.last_used = time.time()
+        return LocalGeneration(job, self)
+
+    def cancel(self, job: Job, reason: FinishReason = FinishReason.CANCELLED) -> None:
+        """Remove a queued job without running it, or stop a running one."""
+        with self._cond:
+            if job.finished:
+                return
+            try:
+                self._queue.remove(job)
+            except ValueError:
+                job.cancel(reason)  # running: the worker sees it at the next token
+                return
+        self._finish_unstarted(job, reason)
+
+    # -- figures --------------------------------------------------------
+    @property
+    def device(self) -> str | None:
+        """cpu or cuda, once loaded."""
+        return self.loaded.device if self.loaded is not None else None
+
+    @property
+    def pid(self) -> int | None:
+        """This process serves the model."""
+        return os.getpid() if self.state is DeploymentState.RUNNING else None
+
+    def _activity(self) -> dict[str, Any]:
+        with self._cond:
+            queued, active = len(self._queue), len(self._running)
+        sched = self.scheduler.stats() if self.scheduler is not None else {}
+        slots = sched.pop("slots", self.settings.n_slots)
+        return {"queued": queued, "active": active, "slots": slots, "scheduler": sched}
+
+    # -- worker thread --------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._schedule()
+        except BaseException:  # the worker must never vanish silently with requests waiting on it
+            log.exception("the scheduler of %s died", self.model.name)
+            self.log("error", "the scheduler thread died; see the daemon's log")
+            with self._cond:
+                self._closing = True
+                stranded = list(self._running) + list(self._queue)
+                self._queue.clear()
+            for job in stranded:
+                if not job.finished:
+                    self._finish_running(job, GenerationResult(
+                        text="", finish_reason=FinishReason.ERROR, usage=Usage(len(job.prompt), 0),
+                        timings=Timings(), model=self.model.name,
+                        error=EngineError("the engine stopped unexpectedly")))
+            raise
+
+    def _schedule(self) -> None:
+        assert self.loaded is not None
+        sched = self.scheduler = BatchScheduler(
+            self.loaded, n_batch=self.settings.n_batch, prefill_chunk=self.prefill_chunk,
+            post=self._post, finish=self._finish_running, model_name=self.model.name,
+            stop_message=lambda: self._stop_message, log_line=self.log)
+        while True:
+            admitted = []
+            with self._cond:
+                while not self._queue and not sched.busy() and not self._closing:
+                    self._cond.wait()
+                if self._closing and not self._queue and not sched.busy():
+                    return
+                free = sched.free_slots()
+                while self._queue and free > 0:
+                    job = self._queue.popleft()
+                    self._running.add(job)
+                    admitted.append(job)
+                    free -= 1
+            for job in admitted:
+                sched.admit(job)
+            try:
+                sched.step()
+            except Exception:  # noqa: BLE001 - never let the worker die with jobs in flight
+                log.exception("scheduler step failed on %s", self.model.name)
+                sched.end_all(FinishReason.ERROR)
+
+    def _finish_running(self, job: Job, result: GenerationResult) -> None:
+        with self._cond:
+            self._running.discard(job)
+        self._finish(job, result)
+
+    def _post(self, job: Job, event: Any) -> None:
+        try:
+            job.loop.call_soon_threadsafe(job.events.put_nowait, event)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            pass
+
+    def _finish(self, job: Job, result: GenerationResult) -> None:
+        job.finished = True
+        self._post(job, result)
+        try:
+            job.loop.call_soon_threadsafe(self._finished, job.meta, result)
+        except RuntimeError:
+            pass
+
+    def _finish_unstarted(self, job: Job, reason: FinishReason) -> None:
+        """End a job that never reached the engine (cancelled while queued, or shutdown)."""
+        err = ShuttingDownError(self._stop_message) if reason is FinishReason.SHUTDOWN else None
+        now = time.monotonic() - job.submitted
+        self._finish(job, GenerationResult(
+            text="", finish_reason=reason, usage=Usage(len(job.prompt), 0),
+            timings=Timings(queued_s=now, duration_s=now), model=self.model.name, error=err,
+        ))

@@ -1,0 +1,232 @@
+"""Model-level operations: the registry seen with its deployments, usage, statistics, logs and tasks.
+
+:class:`Models` is what the APIs call for anything about a model as a whole:
+list and view it with its deployment's state, read its detail (process use
+and request statistics), create, change or delete it (a running model is
+stopped first when forced), read or follow its log, and start, stop or
+restart it as a background task whose outcome can be read later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from llmd.config import Config
+from llmd.core.deployment import DeploymentInfo
+from llmd.core.fleet import Fleet
+from llmd.core.modellog import LogEntry, ModelLogs
+from llmd.core.monitor import Monitor, ProcessUsage
+from llmd.core.registry import Model, Registry
+from llmd.core.requestlog import RequestLog, RequestStats
+from llmd.core.tasks import Task, TaskTracker
+from llmd.core.types import DeploymentState, Page
+from llmd.errors import ConflictError
+
+STATES = tuple(s.value for s in DeploymentState)
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """A registered model with its deployment: state, live figures, and the sampling it answers with."""
+
+    model: Model
+    state: DeploymentState
+    deployment: DeploymentInfo | None
+    default: bool  # the configured default model
+    sampling: dict[str, Any] = field(default_factory=dict)
+    usage: ProcessUsage | None = None  # filled in where an API shows process figures
+
+    @property
+    def loaded(self) -> bool:
+        """True while a running deployment serves it."""
+        return self.state is DeploymentState.RUNNING
+
+
+@dataclass(frozen=True)
+class ModelDetail:
+    """A model's view, process use and request statistics."""
+
+    view: ModelView
+    stats: RequestStats
+
+
+@dataclass(frozen=True)
+class DeletedModel:
+    """What a delete removed."""
+
+    model: Model
+    file_removed: bool
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """The outcome of a start, stop or restart task: the deployment now, or whether one was running."""
+
+    model: Model
+    deployment: DeploymentInfo | None = None
+    was_running: bool | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A lifecycle operation that goes on in the background as ``task``."""
+
+    task: Task
+    model: Model
+    action: str  # start | stop | restart
+
+
+class Models:
+    """Models as a whole, over the registry, the fleet, the logs, the request log and the monitor."""
+
+    def __init__(self, config: Config, registry: Registry, fleet: Fleet, *, logs: ModelLogs,
+                 requests: RequestLog, monitor: Monitor, tasks: TaskTracker) -> None:
+        self.config = config
+        self.registry = registry
+        self.fleet = fleet
+        self.logs = logs
+        self.requests = requests
+        self.monitor = monitor
+        self.tasks = tasks
+
+    # -- reading ----------------------------------------------------------------
+    def _view(self, model: Model, default: str | None) -> ModelView:
+        dep = self.fleet.get(model.name)
+        return ModelView(model, dep.state if dep is not None else DeploymentState.STOPPED,
+                         dep.info() if dep is not None else None, model.name == default,
+                         self.fleet.sampling_defaults(model))
+
+    async def _default_name(self) -> str | None:
+        model = await self.registry.find(self.config.models.default)
+        return model.name if model else None
+
+    async def list(self, *, status: str | None = None, framework: str | None = None) -> list[ModelView]:
+        """Registered models by name, with their deployment state; optionally in one state or framework."""
+        default = await self._default_name()
+        views = [self._view(m, default) for m in await self.registry.list()]
+        return [v for v in views if (status is None or v.state.value == status)
+                and (framework is None or v.model.framework == framework)]
+
+    async def page(self, number: int, size: int, *, status: str | None = None, framework: str | None = None,
+                   usage: bool = False) -> Page[ModelView]:
+        """One page of :meth:`list`; with ``usage``, each model with the process use of its running deployment."""
+        views = await self.list(status=status, framework=framework)
+        block = views[(number - 1) * size: number * size]
+        if not usage:
+            return Page(block, len(views), number, size)
+        usages = await asyncio.gather(*(self.monitor.usage(self.fleet.get(v.model.name)) for v in block))
+        block = [dataclasses.replace(v, usage=u) for v, u in zip(block, usages, strict=True)]
+        return Page(block, len(views), number, size)
+
+    async def get(self, ref: str) -> Model:
+        """A model by name, alias or ``model-<n>`` id (a credential limited to others gets a 403)."""
+        return await self.fleet.resolve(ref)
+
+    async def view(self, ref: str) -> ModelView:
+        """One model with its deployment state."""
+        model = await self.get(ref)
+        return self._view(model, await self._default_name())
+
+    async def detail(self, ref: str) -> ModelDetail:
+        """One model with its deployment, process use and request statistics."""
+        model = await self.get(ref)
+        view = dataclasses.replace(self._view(model, await self._default_name()),
+                                   usage=await self.monitor.usage(self.fleet.get(model.name)))
+        return ModelDetail(view, await self.requests.model_stats(model.name))
+
+    # -- changing ---------------------------------------------------------------
+    async def add_file(self, path: str, name: str | None = None) -> Model:
+        """Register a local GGUF file (its header gives architecture, context and quantization)."""
+        return await self.registry.add_file(path, name)
+
+    async def create(self, name: str, **fields: Any) -> Model:
+        """Register a model with its framework, config, requirements and labels (see ``Registry.create``)."""
+        return await self.registry.create(name, **fields)
+
+    async def update(self, ref: str, *, config: dict[str, Any] | None = None, **fields: Any) -> ModelDetail:
+        """Change the fields given (``config`` is merged); it applies at the next start."""
+        model = await self.get(ref)
+        await self.registry.update(model.name, config=config, **fields)
+        return await self.detail(model.name)
+
+    async def delete(self, ref: str, *, force: bool = False) -> DeletedModel:
+        """Unregister a model, with its log; its file too when llmd owns it.
+
+        A model that is running, starting or stopping needs ``force`` (a 409
+        otherwise), which stops it at once first; a failed deployment is
+        cleared away. Only a file under the models directory (a download) is
+        removed, never a bundled or user-supplied one.
+        """
+        model = await self.get(ref)
+        state = self.fleet.state_of(model.name)
+        if state in (DeploymentState.RUNNING, DeploymentState.STARTING, DeploymentState.PENDING,
+                     DeploymentState.STOPPING):
+            if not force:
+                raise ConflictError(
+                    f"model '{model.name}' is {state.value}; stop it first or delete with force=true",
+                    field="force", details={"model_id": model.external_id, "status": state.value})
+        if self.fleet.get(model.name) is not None:
+            await self.fleet.stop_model(model.name, force=True)
+        removed = await self.registry.delete(model.name, owned_dir=self.config.models_dir)
+        await self.logs.remove(model.name)
+        return DeletedModel(model, removed)
+
+    # -- logs -------------------------------------------------------------------
+    async def read_logs(self, ref: str, lines: int) -> tuple[Model, list[LogEntry]]:
+        """The model and the last ``lines`` lines of its log (also of a stopped model)."""
+        model = await self.get(ref)
+        return model, await self.logs.tail(model.name, lines)
+
+    async def follow_logs(self, ref: str, lines: int, heartbeat_s: float) -> AsyncIterator[LogEntry | None]:
+        """The model's log followed (see ``ModelLogs.follow``); an unknown model raises before anything is sent."""
+        model = await self.get(ref)
+        return self.logs.follow(model.name, lines, heartbeat_s)
+
+    # -- lifecycle tasks ----------------------------------------------------------
+    async def start(self, ref: str, *, settings: dict[str, Any] | None = None, force: bool = False,
+                    timeout: float | None = None) -> Accepted:
+        """Start the model in the background (``force``: restart a running one with the new settings).
+
+        The task fails with OPERATION_TIMEOUT, INSUFFICIENT_RESOURCES (with
+        the figures) or the engine's own error.
+        """
+        model = await self.get(ref)
+
+        async def work(task: Task) -> Lifecycle:
+            task.message = f"starting '{model.name}'"
+            dep = await self.fleet.start_checked(model.name, settings=settings, force=force, timeout=timeout)
+            task.message = f"model '{model.name}' is running"
+            return Lifecycle(model, dep.info())
+
+        return Accepted(self.tasks.spawn("start", model.name, work), model, "start")
+
+    async def stop(self, ref: str, *, force: bool = False, timeout: float | None = None) -> Accepted:
+        """Stop the model in the background; without ``force`` running generations may finish until ``timeout``."""
+        model = await self.get(ref)
+
+        async def work(task: Task) -> Lifecycle:
+            task.message = f"stopping '{model.name}'"
+            was_running = await self.fleet.stop_model(model.name, force=force, timeout=timeout)
+            task.message = f"model '{model.name}' " + ("is stopped" if was_running else "was not running")
+            return Lifecycle(model, was_running=was_running)
+
+        return Accepted(self.tasks.spawn("stop", model.name, work), model, "stop")
+
+    async def restart(self, ref: str, *, force: bool = False, timeout: float | None = None) -> Accepted:
+        """Stop (as :meth:`stop`) and start again with the same settings, in the background."""
+        model = await self.get(ref)
+
+        async def work(task: Task) -> Lifecycle:
+            task.message = f"restarting '{model.name}'"
+            dep = await self.fleet.start_checked(model.name, force=force, restart=True, timeout=timeout)
+            task.message = f"model '{model.name}' is running"
+            return Lifecycle(model, dep.info())
+
+        return Accepted(self.tasks.spawn("restart", model.name, work), model, "restart")
+
+    def task(self, task_id: str) -> Task:
+        """A lifecycle task by id (404 once forgotten)."""
+        return self.tasks.get(task_id)

@@ -1,0 +1,20 @@
+"""The LLM Inference Service API: the model registry and lifecycle, per-model inference, tokens.
+
+Its routes live in one module per area; each has ``register(d, core)``.
+"""
+
+from __future__ import annotations
+
+from llmd.core import Core
+from llmd.http.inference_service import auth_routes, model_routes
+from llmd.http.inference_service.envelope import ERROR_SCHEMA, render_error
+from llmd.http.routing import Dialect
+
+
+def build(core: Core) -> Dialect:
+    """The LLM Inference Service API with every route."""
+    d = Dialect("inference_service", "LLM Inference Service API", render_error, ERROR_SCHEMA,
+                prefixes=("/api/models", "/api/auth/", "/api/tasks/"))
+    for module in (auth_routes, model_routes):
+        module.register(d, core)
+    return d
