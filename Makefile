@@ -9,7 +9,7 @@ PORT   ?= 8000
 FUZZ_SEED  ?= 1
 FUZZ_CASES ?= 5000
 
-.PHONY: setup run test test-fast bench fuzz clean
+.PHONY: setup run lint test test-fast bench fuzz clean
 
 $(STAMP): pyproject.toml scripts/setup-venv
 	PYTHON=$(PYTHON) scripts/setup-venv $(VENV)
@@ -21,8 +21,13 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/llmd --host $(HOST) --port $(PORT)
 
-# The whole suite: unit (FakeEngine), API (Quart test client), e2e (real daemon, real model).
-test: $(STAMP)
+# Style (ruff) and the layers of docs/architecture.md (import-linter contracts in pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check llmd tests scripts/bench scripts/fuzz
+	$(BIN)/lint-imports
+
+# The lint, then the whole suite: unit (FakeEngine), API (Quart test client), e2e (real daemon, real model).
+test: lint
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
 # Everything except the end-to-end tests.
