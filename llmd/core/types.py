@@ -134,7 +134,7 @@ class EmbeddingResult:
 
 
 class DeploymentState(str, enum.Enum):
-    """The lifecycle states of a deployment (API-MAP.md)."""
+    """The lifecycle states of a deployment (docs/deployments.md)."""
 
     PENDING = "pending"
     STARTING = "starting"

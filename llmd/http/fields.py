@@ -1,6 +1,6 @@
 """Field types shared by every API's request models: one definition per range.
 
-The spec documents give one set of ranges (API-MAP.md: temperature 0-2,
+The APIs' documents give one set of ranges (temperature 0-2,
 top_p 0-1, top_k 1-100, repeat_penalty 1.0-2.0, max tokens 1-4096); the
 OpenAI API has its own, wider ones. Each is declared once here and used by
 name in the dialects' schemas, so a range never drifts between two APIs that
@@ -26,7 +26,7 @@ class StrictModel(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="ignore", allow_inf_nan=False)
 
 
-# -- the spec documents' ranges (API-MAP.md) --------------------------------------------------
+# -- the APIs' documents' ranges ---------------------------------------------------------------
 Temperature = Annotated[float, Field(ge=0.0, le=2.0, description="0-2.")]
 TopP = Annotated[float, Field(ge=0.0, le=1.0, description="0-1.")]
 TopK = Annotated[int, Field(ge=1, le=100, description="1-100.")]

@@ -7,7 +7,7 @@ Both run before any handler, for every route of every API, in one place:
   WebSocket handshakes, and remembers who the client is for per-client
   accounting (open streams, the rate limit);
 - :class:`RateLimit` charges the client's token bucket on the routes that
-  carry the ``X-RateLimit-*`` headers (docs/api-spec.md) and answers a 429 in
+  carry the ``X-RateLimit-*`` headers (docs/api-v1.md) and answers a 429 in
   the path's API envelope when it is empty.
 """
 

@@ -139,7 +139,7 @@ class LogsQuery(StrictModel):
 
 
 class InferenceFields(StrictModel):
-    """Sampling fields of the per-model inference routes (API-MAP.md ranges)."""
+    """Sampling fields of the per-model inference routes (the documents' ranges, llmd/http/fields.py)."""
 
     max_tokens: Optional[MaxTokens] = None
     temperature: Optional[Temperature] = None

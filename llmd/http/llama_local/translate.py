@@ -26,7 +26,7 @@ def generate_from_request(body: GenerateBody) -> GenerateRequest:
 
 
 def health_body(health: Health) -> dict[str, Any]:
-    """The shared ``/health`` body (API-MAP.md): the LLaMA Local API's status wins, the LLM Manager's fields join."""
+    """The shared ``/health`` body (docs/api.md): the LLaMA Local API's status wins, the LLM Manager's join."""
     details = {
         "default_model": health.default_model,
         "store": "ok" if health.store_ok else "error",

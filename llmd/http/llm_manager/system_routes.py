@@ -1,7 +1,7 @@
 """LLM Manager API routes: API health and system figures.
 
 ``GET /health`` is shared with the LLaMA Local API and served there
-(API-MAP.md); this module serves ``/api/health`` and ``/api/system/*``.
+(docs/api.md); this module serves ``/api/health`` and ``/api/system/*``.
 """
 
 from __future__ import annotations
