@@ -121,7 +121,7 @@ def line_level(line: str) -> str:
 def _upstream_error(status: int, body: bytes) -> LlmdError:
     """A typed error for an error answer of the external server."""
     message, param = body.decode("utf-8", "replace")[:500] or f"HTTP {status}", None
-    with contextlib.suppress(ValueError, AttributeError, TypeError):
+    with contextlib.suppress(ValueError, AttributeError, TypeError, RecursionError):
         data = json.loads(body)
         err = data.get("error", data) if isinstance(data, dict) else data
         if isinstance(err, dict):
@@ -176,7 +176,7 @@ class ExternalGeneration(Generation):
                     break
                 try:
                     obj = json.loads(data)
-                except ValueError:
+                except (ValueError, RecursionError):  # not an event we can read: skip it
                     continue
                 if not isinstance(obj, dict):
                     continue
@@ -205,7 +205,10 @@ class ExternalGeneration(Generation):
             raise
         except Exception as exc:  # noqa: BLE001 - a broken or closed stream ends the generation
             if self._cancel is None:
-                error, finish = EngineError(f"the external engine failed: {exc}"), FinishReason.ERROR
+                log.warning("the stream of the external engine of %s broke", self.model, exc_info=True)
+                self.deployment.log("error", f"the engine's stream broke: {type(exc).__name__}: {exc}")
+                error = EngineError(f"the external engine's stream broke ({type(exc).__name__}); see the model's log")
+                finish = FinishReason.ERROR
         finally:
             if self._cancel is not None:
                 finish, error = self._cancel
@@ -515,7 +518,9 @@ class ExternalDeployment(Deployment):
         try:
             resp = await self._client.send(self._client.build_request(method, path, json=body), stream=stream)
         except httpx.HTTPError as exc:
-            raise EngineError(f"the external engine of '{self.model.name}' cannot be reached: {exc}") from None
+            self.log("error", f"the engine cannot be reached: {type(exc).__name__}: {exc}")
+            raise EngineError(f"the external engine of '{self.model.name}' cannot be reached "
+                              f"({type(exc).__name__}); see the model's log") from None
         if resp.status_code >= 400:
             raw = await resp.aread()
             await resp.aclose()
@@ -541,8 +546,9 @@ class ExternalDeployment(Deployment):
             rows = sorted(data["data"], key=lambda d: d.get("index", 0))
             vectors = [[float(x) for x in row["embedding"]] for row in rows]
             tokens = int((data.get("usage") or {}).get("prompt_tokens") or 0)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise EngineError(f"the external engine sent an unreadable embeddings answer: {exc}") from None
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            self.log("error", f"unreadable embeddings answer: {type(exc).__name__}: {exc}")
+            raise EngineError("the external engine sent an unreadable embeddings answer; see the model's log") from None
         return EmbeddingResult(vectors=vectors, prompt_tokens=tokens, model=self.model.name)
 
     # -- figures ----------------------------------------------------------

@@ -18,7 +18,8 @@ import urllib.parse
 from typing import Any, Awaitable, Callable
 from urllib.parse import quote
 
-from llmd.errors import ModelNotFoundError, NotFoundError
+from llmd.errors import LlmdError, ModelNotFoundError, NotFoundError
+from llmd.http.body import load_json_object
 from llmd.http.openai_format import error_body
 
 Scope = dict[str, Any]
@@ -77,7 +78,8 @@ class PortApp:
         await self.app(scope, receive, send)
 
     async def _pin_body(self, scope: Scope, receive: Receive) -> tuple[Receive, Scope]:
-        """Read the body, set its ``model``; an oversized or non-JSON body passes unchanged."""
+        """Read the body, set its ``model``; a body the app will refuse (oversized, not a JSON object, nested
+        too deep, a non-finite number) passes unchanged, so the app answers its 400 or 413."""
         chunks: list[bytes] = []
         size, more = 0, True
         first: dict[str, Any] | None = None
@@ -94,8 +96,8 @@ class PortApp:
         body = b"".join(chunks)
         if not more and first is None:
             try:
-                data = json.loads(body)
-            except ValueError:
+                data = load_json_object(body)  # bounded: json.loads alone raises RecursionError on deep nesting
+            except LlmdError:
                 data = None
             if isinstance(data, dict):
                 data["model"] = self.model

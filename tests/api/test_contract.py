@@ -9,13 +9,24 @@ is declared; a new dialect must add its envelope to ``ENVELOPES``.
 from __future__ import annotations
 
 import asyncio
+import collections.abc
+import copy
 import json
 import re
-from typing import Any, Callable
+import types
+import typing
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
+import annotated_types
+import pydantic
 import pytest
+from pydantic.fields import FieldInfo
 
 from llmd.http import create_app
+from llmd.http.body import INT64_MAX, INT64_MIN, MAX_DEPTH
+from llmd.http.fields import StrictModel
 from llmd.http.routing import Dialect, Route
 
 LEAKS = ("Traceback", 'File "')
@@ -517,3 +528,484 @@ async def test_plain_http_to_a_websocket_route(app, client):
         if not 400 <= status < 500:
             problems.append(f"GET {r.path}: expected a 4xx, got {status}")
     report(problems)
+
+
+# -- the limits of JSON: nesting depth, 64-bit integers, finite numbers ----------------------
+#
+# Every body and WebSocket message is parsed by llmd.http.body.load_json_object: at most
+# MAX_DEPTH containers inside each other, no integer outside int64, no NaN or Infinity. The
+# walk below sends what Python's json.dumps would refuse or rewrite (NaN, 1e400, 2**70) as
+# raw bytes, into every numeric field of every route's body model, nested models included.
+
+RAW = "__llmd_raw_json__"  # a placeholder string replaced by raw JSON text after json.dumps
+NON_FINITE = ("NaN", "Infinity", "-Infinity", "1e400")
+HUGE_INTS = (str(2**70), str(-(2**70)), str(INT64_MAX + 1), str(INT64_MIN - 1))
+BOUND_WORDS = ("less than", "greater than")  # the message of a range check, wrong for NaN
+QUERY_TOKENS = ("nan", "inf", "-inf", "99999999999999999999999", "-99999999999999999999999")
+DEEP = 5000  # far beyond the C parser's recursion limit
+
+
+def with_raw(body: Any, raw: str) -> bytes:
+    """``body`` as JSON with the placeholder string replaced by ``raw`` (text json.dumps cannot write)."""
+    text = json.dumps(body)
+    assert text.count(json.dumps(RAW)) == 1, text
+    return text.replace(json.dumps(RAW), raw).encode()
+
+
+def arrays(depth: int) -> str:
+    """``depth`` arrays inside each other: ``[[[...]]]``."""
+    return "[" * depth + "]" * depth
+
+
+def objects(depth: int) -> str:
+    """``depth`` objects inside each other: ``{"a": {"a": ... {}}}``."""
+    return '{"a": ' * (depth - 1) + "{}" + "}" * (depth - 1)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One key on the way to a field: ``key`` holds a ``model`` (a list of them when ``in_list``)."""
+
+    key: str
+    model: type[pydantic.BaseModel] | None
+    in_list: bool
+
+
+@dataclass(frozen=True)
+class NumberField:
+    """A numeric field somewhere in a request model."""
+
+    steps: tuple[Step, ...]
+    kind: str  # "integer" or "number"
+    constraints: tuple[Any, ...]
+    owner: type[pydantic.BaseModel]  # the model that declares it
+
+    @property
+    def name(self) -> str:
+        """The dotted path an error names: ``config.temperature``, ``requests[0].max_tokens``."""
+        out = ""
+        for s in self.steps:
+            out += ("." if out else "") + s.key + ("[0]" if s.in_list else "")
+        return out
+
+    def bound(self, lower: bool) -> int | float | None:
+        """The field's lower (or upper) bound; None if it has none."""
+        names = ("ge", "gt") if lower else ("le", "lt")
+        for c in self.constraints:
+            for n in names:
+                v = getattr(c, n, None)
+                if v is not None and isinstance(c, (annotated_types.Ge, annotated_types.Gt, annotated_types.Le,
+                                                    annotated_types.Lt, annotated_types.Interval)):
+                    return v
+        return None
+
+    def allows_inf_nan(self) -> bool:
+        if self.owner.model_config.get("allow_inf_nan", True):
+            return True
+        return any(getattr(c, "allow_inf_nan", None) is True for c in self.constraints)
+
+
+def _members(tp: Any, metas: tuple[Any, ...] = (), in_list: bool = False) -> Iterator[tuple[Any, tuple, bool]]:
+    """(type, constraints, inside a list) for each type an annotation admits."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        base, *extra = typing.get_args(tp)
+        yield from _members(base, metas + tuple(extra), in_list)
+    elif origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            yield from _members(arg, metas, in_list)
+    elif origin in (list, tuple, set, frozenset, collections.abc.Sequence):
+        for arg in typing.get_args(tp):
+            if arg is not Ellipsis:
+                yield from _members(arg, (), True)  # the list's own constraints are not its items'
+    elif origin is typing.Literal or origin is dict:
+        return  # literals are not numbers; a free dict is bounded by the parser alone
+    else:
+        yield tp, metas, in_list
+
+
+def _flatten(metas: tuple[Any, ...]) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for m in metas:
+        out.extend(m.metadata if isinstance(m, FieldInfo) else [m])
+    return tuple(out)
+
+
+def request_models(model: type[pydantic.BaseModel]) -> Iterator[type[pydantic.BaseModel]]:
+    """``model`` and every model nested in its fields."""
+    seen: set[type] = set()
+    todo = [model]
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        yield m
+        for info in m.model_fields.values():
+            for tp, _, _ in _members(info.annotation):
+                if isinstance(tp, type) and issubclass(tp, pydantic.BaseModel):
+                    todo.append(tp)
+
+
+def number_fields(model: type[pydantic.BaseModel], steps: tuple[Step, ...] = (),
+                  seen: frozenset = frozenset()) -> Iterator[NumberField]:
+    """Every int and float field of ``model``, nested models (and lists of them) included."""
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        for tp, metas, in_list in _members(info.annotation, tuple(info.metadata)):
+            if isinstance(tp, type) and issubclass(tp, pydantic.BaseModel):
+                if tp not in seen:
+                    yield from number_fields(tp, steps + (Step(key, tp, in_list),), seen | {model})
+            elif tp is int or tp is float:  # bool is an int subclass, never "is int"
+                yield NumberField(steps + (Step(key, None, in_list),), "integer" if tp is int else "number",
+                                  _flatten(metas), model)
+
+
+def placed(base: dict, field: NumberField, value: Any) -> dict:
+    """A copy of ``base`` with ``value`` at ``field``, creating the models on the way as needed."""
+    body = copy.deepcopy(base)
+    cur = body
+    for step in field.steps[:-1]:
+        assert step.model is not None
+        have = cur.get(step.key)
+        if step.in_list:
+            missing = not (isinstance(have, list) and have and isinstance(have[0], dict))
+        else:
+            missing = not isinstance(have, dict)
+        if missing:  # absent, null, or another member of a union (a string for a list of parts)
+            schema = step.model.model_json_schema()
+            made = example(schema, schema)
+            cur[step.key] = [made] if step.in_list else made
+        cur = cur[step.key][0] if step.in_list else cur[step.key]
+    last = field.steps[-1]
+    cur[last.key] = [value] if last.in_list else value
+    return body
+
+
+def ws_message_models() -> list[type[pydantic.BaseModel]]:
+    """The models WebSocket messages and handshakes are read into (not declared on their routes)."""
+    from llmd.http.easyviz.schemas import WS_MESSAGES
+    from llmd.http.llm_manager.download_routes import WsQuery
+
+    return [*WS_MESSAGES.values(), WsQuery]
+
+
+def all_request_models(app) -> dict[str, type[pydantic.BaseModel]]:
+    """Every body and query model a route reads: ``where`` -> model."""
+    out: dict[str, type[pydantic.BaseModel]] = {}
+    for d, r in all_routes(app):
+        for what, model in (("body", r.body), ("query", r.query)):
+            if model is not None:
+                out[f"{d.name} {'/'.join(r.methods)} {r.path} ({what} {model.__name__})"] = model
+    for model in ws_message_models():
+        out[f"WebSocket message {model.__module__}.{model.__name__}"] = model
+    # the batch route reads an envelope, then each item on its own
+    from llmd.http.api_v1.schemas import SpecBatchEnvelope, SpecBatchItem
+    out["api_v1 batch envelope"] = SpecBatchEnvelope
+    out["api_v1 batch item"] = SpecBatchItem
+    # and any other model of the HTTP layer that is not a response: one read by a route that does not
+    # declare it would otherwise escape the walk
+    responses = {r.response for _, r in all_routes(app) if r.response is not None}
+    todo, found = list(pydantic.BaseModel.__subclasses__()), set()
+    while todo:
+        m = todo.pop()
+        if m not in found:
+            found.add(m)
+            todo.extend(m.__subclasses__())
+    for m in sorted(found, key=lambda m: f"{m.__module__}.{m.__qualname__}"):
+        if m.__module__.startswith("llmd.http") and m not in responses and not m.__name__.endswith("Response"):
+            out.setdefault(f"model {m.__module__}.{m.__qualname__}", m)
+    return out
+
+
+def test_request_models_bound_every_number(app):
+    """Every int has both bounds within 64 bits, no float takes NaN or Infinity, every model is strict."""
+    problems: list[str] = []
+    fields = 0
+    for where, top in all_request_models(app).items():
+        for model in request_models(top):
+            if not issubclass(model, StrictModel):
+                problems.append(f"{where}: {model.__name__} does not inherit StrictModel")
+            if model.model_config.get("allow_inf_nan", True):
+                problems.append(f"{where}: {model.__name__} allows NaN and Infinity")
+        for f in number_fields(top):
+            fields += 1
+            if f.kind == "integer":
+                lo, hi = f.bound(True), f.bound(False)
+                if lo is None or hi is None:
+                    problems.append(f"{where}: int field {f.name} has no {'lower' if lo is None else 'upper'} bound")
+                elif not (INT64_MIN <= lo and hi <= INT64_MAX):
+                    problems.append(f"{where}: int field {f.name} allows {lo}..{hi}, beyond 64 bits")
+            elif f.allows_inf_nan():
+                problems.append(f"{where}: float field {f.name} allows NaN and Infinity")
+    assert fields >= 40
+    report(problems)
+
+
+def test_the_number_walk_reaches_nested_fields(app):
+    """The walk below must see nested models, or its cover means little."""
+    names = {(r.path, f.name) for _, r, _, _ in body_routes(app) for f in number_fields(r.body)}
+    for expected in [("/v1/chat/completions", "seed"), ("/v1/completions", "seed"),
+                     ("/api/models", "config.temperature"), ("/api/models", "resource_requirements.gpu_count"),
+                     ("/api/v1/llm/generate/", "parameters.temperature"),
+                     ("/api/v1/batch/generate", "requests[0].temperature"),
+                     ("/api/models/<model_id>/start", "settings.n_ctx")]:
+        assert expected in names, expected
+
+
+async def test_deeply_nested_bodies_are_400(app, client):
+    """5,000 levels (past the parser's recursion limit) and 65 levels (one past MAX_DEPTH): the dialect's 400."""
+    problems: list[str] = []
+    walked = 0
+    too_deep = "x" + "[0]" * (MAX_DEPTH - 1)  # the path of the first container past the limit
+    for d, r, _, base in body_routes(app):
+        cases = [
+            (f"x: {DEEP} arrays", with_raw({**base, "x": RAW}, arrays(DEEP)), None),
+            (f"x: {DEEP} objects", with_raw({**base, "x": RAW}, objects(DEEP)), None),
+            (f"bare {DEEP} arrays", arrays(DEEP).encode(), None),
+            (f"bare {DEEP} objects", objects(DEEP).encode(), None),
+            (f"{MAX_DEPTH + 1} levels", with_raw({**base, "x": RAW}, arrays(MAX_DEPTH)), too_deep),
+        ]
+        for method in r.methods:
+            for what, data, names in cases:
+                walked += 1
+                await check(client, d, method, concrete(r.path), data=data, status=400, names=names,
+                            problems=problems, what=what)
+    assert walked >= 100
+    report(problems)
+
+
+async def test_nesting_at_the_limit_is_accepted(client):
+    """MAX_DEPTH levels in all (the body is one) is a normal request."""
+    ok_deep = arrays(MAX_DEPTH - 1)
+    for url, body in [("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
+                                                "max_tokens": 4, "x": RAW}),
+                      ("/api/v1/generate", {"prompt": "hi", "max_tokens": 4, "x": RAW})]:
+        r = await client.post(url, data=with_raw(body, ok_deep), headers={"Content-Type": "application/json"})
+        assert r.status_code == 200, (url, await r.get_data(as_text=True))
+
+
+async def test_non_finite_and_huge_numbers_name_the_field(app, client):
+    """NaN, ±Infinity, 1e400 in every numeric field; 2**70 and just past int64 in every one too."""
+    problems: list[str] = []
+    covered: set[tuple[str, str, str]] = set()
+    for d, r, _, base in body_routes(app):
+        for f in number_fields(r.body):
+            for token in NON_FINITE + HUGE_INTS:
+                data = with_raw(placed(base, f, RAW), token)
+                for method in r.methods:
+                    _, text = await check(client, d, method, concrete(r.path), data=data, status=400, names=f.name,
+                                          problems=problems, what=f"{f.name}={token}")
+                    covered.add((r.path, f.name, token))
+                    if token in NON_FINITE and any(w in text for w in BOUND_WORDS):
+                        problems.append(f"{method} {r.path} [{f.name}={token}]: a range message for a "
+                                        f"non-finite number: {text[:200]}")
+    for path in ("/v1/chat/completions", "/v1/completions"):
+        assert (path, "seed", str(2**70)) in covered
+        assert (path, "temperature", "NaN") in covered
+    assert ("/api/models", "config.temperature", "NaN") in covered
+    assert ("/api/v1/llm/generate/", "parameters.temperature", "Infinity") in covered
+    assert len(covered) >= 400
+    report(problems)
+
+
+async def test_seed_out_of_range_is_refused(client):
+    """The tracker's case: ``seed: 2**70`` was accepted in silence; int64's own bounds are fine."""
+    for url, body in [("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
+                                                "max_tokens": 4}),
+                      ("/v1/completions", {"model": "tiny", "prompt": "hi", "max_tokens": 4})]:
+        for seed in (2**70, -(2**70), INT64_MAX + 1, INT64_MIN - 1):
+            r = await client.post(url, data=with_raw({**body, "seed": RAW}, str(seed)),
+                                  headers={"Content-Type": "application/json"})
+            err = json.loads(await r.get_data(as_text=True))["error"]
+            assert r.status_code == 400 and err["param"] == "seed", (url, seed, err)
+        for seed in (INT64_MAX, INT64_MIN, 0):
+            r = await client.post(url, data=json.dumps({**body, "seed": seed}).encode(),
+                                  headers={"Content-Type": "application/json"})
+            assert r.status_code == 200, (url, seed, await r.get_data(as_text=True))
+        r = await client.post(url, data=with_raw({**body, "temperature": RAW}, "NaN"),
+                              headers={"Content-Type": "application/json"})
+        err = json.loads(await r.get_data(as_text=True))["error"]
+        assert r.status_code == 400 and err["param"] == "temperature", err
+        assert "finite" in err["message"] and not any(w in err["message"] for w in BOUND_WORDS), err
+
+
+async def test_bad_numbers_in_queries_name_the_parameter(app, client):
+    problems: list[str] = []
+    walked = 0
+    for d, r in all_routes(app):
+        if r.query is None:
+            continue
+        for f in number_fields(r.query):
+            assert len(f.steps) == 1, f"a query model with a nested number: {f.name}"
+            for token in QUERY_TOKENS:
+                url = f"{concrete(r.path)}?{urllib.parse.urlencode({f.name: token})}"
+                for method in r.methods:
+                    walked += 1
+                    await check(client, d, method, url, status=400, names=f.name, problems=problems,
+                                what=f"?{f.name}={token}")
+    assert walked >= 30
+    report(problems)
+
+
+# -- WebSockets: a bad message is an error message; the socket stays open ----------------------
+
+async def ws_recv(ws, timeout: float = 10.0) -> dict[str, Any]:
+    return json.loads(await asyncio.wait_for(ws.receive(), timeout))
+
+
+def chat_bad_messages() -> list[tuple[str, str | bytes, str | None]]:
+    """(what, message, the field its error must name) for the chat socket."""
+    from llmd.http.easyviz.schemas import WS_MESSAGES
+
+    base = {"type": "chat_message", "message": "hi", "stream": False}
+    too_deep = "x" + "[0]" * (MAX_DEPTH - 1)
+    out: list[tuple[str, str | bytes, str | None]] = [
+        (f"{DEEP} arrays", with_raw({**base, "x": RAW}, arrays(DEEP)).decode(), None),
+        (f"bare {DEEP} arrays", arrays(DEEP), None),
+        (f"{DEEP} objects", objects(DEEP), None),
+        (f"{MAX_DEPTH + 1} levels", with_raw({**base, "x": RAW}, arrays(MAX_DEPTH)).decode(), too_deep),
+        # a binary frame goes through the same parser as a text frame
+        (f"{MAX_DEPTH + 1} levels, binary frame", with_raw({**base, "x": RAW}, arrays(MAX_DEPTH)), too_deep),
+        (f"{DEEP} arrays, binary frame", arrays(DEEP).encode(), None),
+        ("parameters.temperature=NaN", with_raw({**base, "parameters": {"temperature": RAW}}, "NaN").decode(),
+         "parameters.temperature"),
+        ("parameters.max_length=2**70", with_raw({**base, "parameters": {"max_length": RAW}}, str(2**70)).decode(),
+         "parameters.max_length"),
+        ("timestamp=2**70", with_raw({**base, "timestamp": RAW}, str(2**70)).decode(), "timestamp"),
+    ]
+    for kind, model in WS_MESSAGES.items():
+        schema = model.model_json_schema()
+        msg = {**example(schema, schema), "type": kind}
+        for f in number_fields(model):
+            for token in NON_FINITE + HUGE_INTS:
+                out.append((f"{kind} {f.name}={token}", with_raw(placed(msg, f, RAW), token).decode(), f.name))
+    return out
+
+
+async def test_ws_chat_bad_messages_keep_the_socket_open(client, fake_core):
+    cases = chat_bad_messages()
+    assert len(cases) >= 30  # parameters.temperature, top_p, max_length with every bad token
+    problems: list[str] = []
+    async with client.websocket("/ws/chat/s1/") as ws:
+        for what, raw, names in cases:
+            await ws.send(raw)
+            try:
+                msg = await ws_recv(ws)
+            except Exception as exc:  # noqa: BLE001 - the socket closed (1011) or nothing came
+                problems.append(f"[{what}]: no error message ({exc!r})")
+                break
+            text = json.dumps(msg)
+            if msg.get("type") != "error" or not isinstance(msg.get("error"), str):
+                problems.append(f"[{what}]: not an error message: {text[:300]}")
+            elif names is not None and names not in msg["error"]:
+                problems.append(f"[{what}]: the error does not name {names!r}: {text[:300]}")
+            if any(leak in text for leak in LEAKS):
+                problems.append(f"[{what}]: leaks a traceback: {text[:300]}")
+        # the same socket still answers
+        await ws.send(json.dumps({"type": "chat_message", "message": "hi", "stream": False}))
+        answer = await ws_recv(ws)
+        assert answer["type"] == "assistant_message" and answer["content"], answer
+    report(problems)
+    rows = await fake_core.sessions.history("s1")
+    assert [r["role"] for r in rows] == ["user", "assistant"]  # refused messages leave no trace
+
+
+async def ws_next(ws, types_: tuple[str, ...]) -> dict[str, Any]:
+    """The next message of one of ``types_``, skipping download events."""
+    while True:
+        msg = await ws_recv(ws)
+        if msg.get("type") in types_:
+            return msg
+        assert msg.get("type") in ("snapshot", "progress", "status"), msg
+
+
+async def test_ws_downloads_bad_messages_keep_the_socket_open(client):
+    base = {"type": "subscribe", "task_id": "task_x"}
+    cases: list[tuple[str, str | bytes, str | None]] = [
+        (f"{DEEP} arrays", with_raw({**base, "x": RAW}, arrays(DEEP)).decode(), None),
+        (f"bare {DEEP} arrays", arrays(DEEP), None),
+        (f"{DEEP} objects, bytes", objects(DEEP).encode(), None),
+        (f"{MAX_DEPTH + 1} levels", with_raw({**base, "x": RAW}, arrays(MAX_DEPTH)).decode(),
+         "x" + "[0]" * (MAX_DEPTH - 1)),
+        ("NaN", with_raw({"type": "ping", "n": RAW}, "NaN").decode(), "n"),
+        ("1e400", with_raw({"type": "ping", "n": RAW}, "1e400").decode(), "n"),
+        ("2**70", with_raw({"type": "ping", "n": RAW}, str(2**70)).decode(), "n"),
+        ("not JSON", "not json", None),
+        ("an array", "[1, 2]", None),
+    ]
+    problems: list[str] = []
+    async with client.websocket("/ws/downloads") as ws:
+        await ws_next(ws, ("snapshot",))
+        for what, raw, names in cases:
+            await ws.send(raw)
+            try:
+                msg = await ws_next(ws, ("error", "pong"))
+            except Exception as exc:  # noqa: BLE001 - the socket closed (1011) or nothing came
+                problems.append(f"[{what}]: no error message ({exc!r})")
+                break
+            text = json.dumps(msg)
+            if msg.get("type") != "error" or not isinstance(msg.get("message"), str):
+                problems.append(f"[{what}]: not an error message: {text[:300]}")
+            elif names is not None and names not in msg["message"]:
+                problems.append(f"[{what}]: the error does not name {names!r}: {text[:300]}")
+            if any(leak in text for leak in LEAKS):
+                problems.append(f"[{what}]: leaks a traceback: {text[:300]}")
+        await ws.send(json.dumps({"type": "ping"}))
+        assert (await ws_next(ws, ("pong", "error")))["type"] == "pong"
+    report(problems)
+
+
+# -- the OpenAI API of one model on its own port (llmd.http.port_app) -----------------------------
+
+async def port_app_post(app, path: str, body: bytes) -> tuple[int, bytes]:
+    """One POST through PortApp, the ASGI layer that rewrites the body's ``model``, as the daemon runs it."""
+    from llmd.http.port_app import PortApp
+
+    port = PortApp(app, "tiny", 4 * 1024 * 1024)
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"localhost"), (b"content-type", b"application/json"),
+                         (b"content-length", str(len(body)).encode())],
+             "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8001), "extensions": {}}
+    inbox = [{"type": "http.request", "body": body, "more_body": False}]
+    status, chunks = 0, []
+    done = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if inbox:
+            return inbox.pop(0)
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(msg: dict[str, Any]) -> None:
+        nonlocal status
+        if msg["type"] == "http.response.start":
+            status = msg["status"]
+        elif msg["type"] == "http.response.body":
+            chunks.append(msg.get("body", b""))
+            if not msg.get("more_body", False):
+                done.set()
+
+    await asyncio.wait_for(port(scope, receive, send), 30)
+    return status, b"".join(chunks)
+
+
+async def test_port_app_bounds_nesting_too(app):
+    """PortApp parses the body itself (to pin the model): a hostile depth is the OpenAI 400, not a crash."""
+    base = {"model": "other", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    for what, data, names in [(f"{DEEP} arrays", with_raw({**base, "x": RAW}, arrays(DEEP)), None),
+                              (f"bare {DEEP} arrays", arrays(DEEP).encode(), None),
+                              (f"{MAX_DEPTH + 1} levels", with_raw({**base, "x": RAW}, arrays(MAX_DEPTH)), "x[0]"),
+                              ("seed 2**70", with_raw({**base, "seed": RAW}, str(2**70)), "seed"),
+                              ("temperature NaN", with_raw({**base, "temperature": RAW}, "NaN"), "temperature")]:
+        status, body = await port_app_post(app, "/v1/chat/completions", data)
+        text = body.decode()
+        assert status == 400, (what, status, text[:300])
+        err = json.loads(text)["error"]
+        assert not any(leak in text for leak in LEAKS)
+        if names is not None:
+            assert names in f"{err['param']} {err['message']}", (what, err)
+    # and a good body still has its model pinned
+    status, body = await port_app_post(app, "/v1/chat/completions", json.dumps(base).encode())
+    assert status == 200 and json.loads(body)["model"] == "tiny", body[:300]

@@ -140,6 +140,7 @@ def register(d: Dialect, core: Core) -> None:
              auth="admin")
     async def delete(deployment_id: str) -> Any:
         """Stop it if it runs (at once), then delete the record; the model and its log stay."""
+        parse_query(StopQuery)  # declared on the route: a bad force or timeout is a 400, not ignored
         info = await core.fleet.delete_deployment(deployment_id)
         return ok({"deployment_id": deployment_id, "model_id": info.model, "deleted": True}, "deployment deleted")
 
