@@ -74,8 +74,10 @@ def dep_id(row_id: int) -> str:
 
 
 def _row_id(deployment_id: str) -> int | None:
-    if deployment_id.startswith("deploy_") and deployment_id[7:].isdigit() and len(deployment_id) < 27:
-        return int(deployment_id[7:])
+    digits = deployment_id[7:]
+    # isascii: "²" is a digit to str.isdigit but not to int()
+    if deployment_id.startswith("deploy_") and digits.isascii() and digits.isdigit() and len(deployment_id) < 27:
+        return int(digits)
     return None
 
 

@@ -42,6 +42,9 @@ def create_app(core: Core) -> Quart:
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.url_map.converters.update(CONVERTERS)
+    # An empty segment ("/api/models//x", "%2F" decoded) is a 404 in the owner's envelope, not werkzeug's
+    # 308 HTML redirect to another path. Set before any rule is added: rules read it when bound.
+    app.url_map.merge_slashes = False
 
     # The LLM Manager's hub paths (/api/models/search, .../info) are claimed by its exact paths and
     # patterns, which win over the LLM Inference Service's /api/models prefix whatever the order.

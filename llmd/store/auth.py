@@ -66,7 +66,8 @@ class AuthRepo:
         """Revoke the key in force whose id or name is ``ref``; ``None`` if there is none."""
         now = time.time()
         async with self.store.transaction() as db:
-            if ref.isdigit():
+            # An id is ASCII digits that fit SQLite's INTEGER ("²" is a digit to str.isdigit, not to int()).
+            if ref.isascii() and ref.isdigit() and len(ref) <= 18:
                 cur = await db.execute("SELECT id FROM api_keys WHERE id=? AND revoked_at IS NULL", (int(ref),))
             else:
                 cur = await db.execute("SELECT id FROM api_keys WHERE name=? AND revoked_at IS NULL", (ref,))

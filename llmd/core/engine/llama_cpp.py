@@ -43,22 +43,32 @@ class LlamaCppModel:
         self._vocab = self._model.vocab
         self.n_vocab = lib.llama_vocab_n_tokens(self._vocab)
         self.n_slots = max(1, settings.n_slots)
+        # llama.cpp aborts the process (GGML_ASSERT) on a batch smaller than the number of sequences:
+        # a batch holds at least one token per slot.
+        n_batch = max(settings.n_batch, self.n_slots)
         cparams = lib.llama_context_default_params()
         cparams.n_ctx = settings.n_ctx * self.n_slots
-        cparams.n_batch = settings.n_batch
-        cparams.n_ubatch = settings.n_batch
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = n_batch
         cparams.n_seq_max = self.n_slots
         cparams.n_threads = settings.n_threads
         cparams.n_threads_batch = settings.n_threads
         cparams.kv_unified = settings.kv_unified
         cparams.no_perf = True
         self._ctx = lib.llama_init_from_model(self._model.model, cparams)
+        if self._ctx and lib.llama_n_batch(self._ctx) < min(n_batch, lib.llama_n_ctx(self._ctx)):
+            # llama.cpp capped the batch at the context asked for, then padded the context: slots now
+            # take prompts longer than a batch, whose decode would abort the process. Ask for the
+            # padded context itself.
+            cparams.n_ctx = lib.llama_n_ctx(self._ctx)
+            lib.llama_free(self._ctx)
+            self._ctx = lib.llama_init_from_model(self._model.model, cparams)
         if not self._ctx:
             self._model.close()
             raise RuntimeError(f"llama.cpp could not create a context of {cparams.n_ctx} tokens")
         self._mem = lib.llama_get_memory(self._ctx)
         self.n_ctx = lib.llama_n_ctx(self._ctx) // self.n_slots
-        self._batch = lib.llama_batch_init(settings.n_batch, 0, 1)
+        self._batch = lib.llama_batch_init(n_batch, 0, 1)
         offload = bool(lib.llama_supports_gpu_offload())
         self.n_gpu_layers = settings.n_gpu_layers if offload else 0
         self.device = "cuda" if offload and self.n_gpu_layers != 0 else "cpu"
@@ -189,9 +199,15 @@ class LlamaCppModel:
         """Normalised, mean-pooled embeddings from a second, embedding-only context."""
         with self._embed_lock:
             if self._embedder is None:
-                n = max(self.settings.n_batch, self.n_ctx)
+                # One input of a whole context per batch. An embedding context keeps up to
+                # llama_max_parallel_sequences() inputs at once and llama.cpp rounds n_ctx down to a
+                # multiple of that; a batch then larger than n_ctx aborts the process (GGML_ASSERT in
+                # graph_reserve). Round up instead.
+                n = self.n_ctx
+                seqs = min(n, int(self._lib.llama_max_parallel_sequences()))
+                n = -(-n // seqs) * seqs
                 self._embedder = self._lib.Llama(
-                    model_path=self.path, n_ctx=self.n_ctx, n_batch=n, n_ubatch=n,
+                    model_path=self.path, n_ctx=n, n_batch=n, n_ubatch=n,
                     n_threads=self.settings.n_threads, n_gpu_layers=self.settings.n_gpu_layers,
                     embedding=True, pooling_type=self._lib.LLAMA_POOLING_TYPE_MEAN, verbose=False,
                 )
