@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from llmd.http.fields import (
     Choices,
@@ -85,6 +85,12 @@ class SamplingFields(StrictModel):
 class ChatCompletionRequest(SamplingFields):
     """``POST /v1/chat/completions``."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"model": "default",
+         "messages": [{"role": "user", "content": "Say hello in French."}],
+         "max_tokens": 16},
+    ]})
+
     messages: list[ChatMessageIn] = Field(min_length=1)
     max_completion_tokens: Optional[OpenAIMaxTokens] = None
     response_format: Optional[ResponseFormat] = None
@@ -94,6 +100,10 @@ class ChatCompletionRequest(SamplingFields):
 class CompletionRequest(SamplingFields):
     """``POST /v1/completions``."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"model": "default", "prompt": "The capital of France is", "max_tokens": 16},
+    ]})
+
     prompt: Union[str, list[str]]
     echo: bool = False
     suffix: Optional[str] = None
@@ -101,6 +111,10 @@ class CompletionRequest(SamplingFields):
 
 class EmbeddingRequest(StrictModel):
     """``POST /v1/embeddings``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"model": "default", "input": ["The first text.", "The second text."]},
+    ]})
 
     model: str = Field(min_length=1)
     input: Union[str, list[str]]

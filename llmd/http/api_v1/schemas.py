@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from llmd.http.fields import MaxTokens, PageNumber, PageSize, StrictModel, Temperature
 
@@ -23,11 +23,19 @@ class SpecGenerateFields(StrictModel):
 class SpecGenerateBody(SpecGenerateFields):
     """``POST /api/v1/generate``."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"prompt": "Explain what a GGUF file is in one sentence.", "model": "default", "max_tokens": 16},
+    ]})
+
     stream: bool = Field(default=False, description="true: answer with the SSE stream of `/generate/stream`.")
 
 
 class SpecStreamBody(SpecGenerateFields):
     """``POST /api/v1/generate/stream`` (always streams)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"prompt": "Count from one to five.", "model": "default", "max_tokens": 16},
+    ]})
 
 
 class SpecBatchItem(SpecGenerateFields):
@@ -36,6 +44,11 @@ class SpecBatchItem(SpecGenerateFields):
 
 class SpecBatchBody(StrictModel):
     """``POST /api/v1/batch/generate``: each item is checked on its own (a bad item is an error entry)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"requests": [{"prompt": "Say hello.", "max_tokens": 16},
+                      {"prompt": "Say goodbye.", "max_tokens": 16}]},
+    ]})
 
     requests: list[SpecBatchItem] = Field(min_length=1, description=(
         "Generation requests, answered in order; at most `server.max_batch_size`."))
@@ -49,6 +62,8 @@ class SpecBatchEnvelope(StrictModel):
 
 class SpecLoadBody(StrictModel):
     """``POST /api/v1/models/{model_name}/load``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{}]})  # the configured settings
 
     quantization: Optional[str] = Field(default=None, min_length=1, max_length=32, description=(
         "A quantization such as `q4_0`; the model of the same family with that quantization is loaded. "

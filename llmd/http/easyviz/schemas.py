@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from llmd.http.fields import MaxTokens, StrictModel, Temperature, TopP
 
@@ -20,6 +20,12 @@ class Parameters(StrictModel):
 
 class GenerateBody(StrictModel):
     """``POST /api/v1/llm/generate/`` and ``/generate/stream/``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"prompt": "What is the capital of France?",
+         "model": "default",
+         "parameters": {"temperature": 0.7, "max_length": 16}},
+    ]})
 
     prompt: str = Field(min_length=1, description="The user's message; sent through the model's chat template.")
     model: Optional[str] = Field(default=None, description="A registry name or alias; the current model if absent.")

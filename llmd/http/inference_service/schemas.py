@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from llmd.http.fields import (
     ContextLength,
@@ -66,6 +66,14 @@ class ResourceRequirements(StrictModel):
 class CreateModelBody(StrictModel):
     """``POST /api/models``."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"name": "tinyllama-chat",
+         "framework": "llama.cpp",
+         "description": "TinyLlama 1.1B chat",
+         "config": {"model_path": "/var/lib/llmd/models/tinyllama-1.1b-chat.Q4_K_M.gguf", "n_ctx": 2048},
+         "tags": ["chat"]},
+    ]})
+
     name: str = Field(min_length=1, max_length=128, description=(
         "The registry name: letters, digits and . _ : / -; unique (409 MODEL_ALREADY_EXISTS otherwise)."))
     display_name: Optional[str] = Field(default=None, max_length=256)
@@ -80,6 +88,10 @@ class CreateModelBody(StrictModel):
 
 class UpdateModelBody(StrictModel):
     """``PUT /api/models/{model_id}``: only the fields given change; ``config`` is merged."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"description": "TinyLlama 1.1B chat, quantised Q4_K_M", "priority": 7, "tags": ["chat", "small"]},
+    ]})
 
     display_name: Optional[str] = Field(default=None, max_length=256)
     description: Optional[str] = Field(default=None, max_length=4096)
@@ -104,6 +116,8 @@ class StartSettings(StrictModel):
 class LifecycleBody(StrictModel):
     """``POST /api/models/{model_id}/start|stop|restart`` (the body is optional)."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"force": False, "timeout": 30}]})
+
     force: bool = Field(default=False, description=(
         "start: restart a running model with the new settings; stop: cancel running generations at once."))
     timeout: Optional[Seconds] = Field(default=None, description=(
@@ -112,6 +126,8 @@ class LifecycleBody(StrictModel):
 
 class StartBody(LifecycleBody):
     """``POST /api/models/{model_id}/start``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"timeout": 120, "settings": {"n_ctx": 2048}}]})
 
     settings: Optional[StartSettings] = None
 
@@ -153,6 +169,8 @@ class InferenceFields(StrictModel):
 class GenerateBody(InferenceFields):
     """``POST /api/models/{model_id}/generate``: the prompt is continued as is (no chat template)."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"prompt": "Once upon a time", "max_tokens": 16}]})
+
     prompt: str = Field(min_length=1)
 
 
@@ -166,11 +184,19 @@ class ChatMessageBody(StrictModel):
 class ChatBody(InferenceFields):
     """``POST /api/models/{model_id}/chat/completions``."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"messages": [{"role": "user", "content": "Hello! Who are you?"}], "max_tokens": 16},
+    ]})
+
     messages: list[ChatMessageBody] = Field(min_length=1)
 
 
 class EmbeddingsBody(StrictModel):
     """``POST /api/models/{model_id}/embeddings``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"input": "The quick brown fox jumps over the lazy dog."},
+    ]})
 
     input: Union[str, list[str]] = Field(description="One string or a list of strings.")
     encoding_format: Literal["float", "base64"] = "float"

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Optional
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from llmd.http.fields import MaxTokens, RepeatPenalty, StrictModel, Temperature, TopK, TopP
 
 
 class GenerateBody(StrictModel):
     """``POST /generate``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"prompt": "Write a haiku about the sea.", "max_tokens": 16, "stream": False},
+    ]})
 
     prompt: str = Field(min_length=1, description="The prompt (min 1 character).")
     temperature: Optional[Temperature] = None
