@@ -104,6 +104,15 @@ class Generation(abc.ABC):
     def cancel(self, reason: FinishReason = FinishReason.CANCELLED) -> None:
         """Stop the generation (a no-op once it has ended)."""
 
+    async def batches(self) -> AsyncIterator[list[TokenEvent]]:
+        """The token events in lists of those that arrived together (here, one each).
+
+        A stream renders each list as one write: an in-process engine hands
+        over a whole decode step at once.
+        """
+        async for event in self:
+            yield [event]
+
     async def collect(self) -> GenerationResult:
         """Wait for the end and return the result (the text is in it)."""
         async for _ in self:

@@ -4,10 +4,12 @@ A local deployment runs up to ``parallel`` generations at once through the
 continuous-batching scheduler (``core/engine/scheduler.py``). Requests beyond
 the free slots wait in a bounded FIFO queue; past the bound they are refused
 with 503 and ``Retry-After`` instead of waiting without limit. Each
-deployment owns one worker thread, so llama.cpp never runs on the event loop;
-token events are handed to the request's asyncio queue with
-``call_soon_threadsafe``. Tokenizing, chat templates and embeddings run on a
-second, auxiliary thread, so they never wait behind a long answer.
+deployment owns one worker thread, so llama.cpp never runs on the event loop.
+The token events of one decode step, for every stream, are handed to the
+event loop in one ``call_soon_threadsafe`` (one wake-up per step, not one per
+token per stream), which puts each into its request's asyncio queue.
+Tokenizing, chat templates and embeddings run on a second, auxiliary thread,
+so they never wait behind a long answer.
 """
 
 from __future__ import annotations
@@ -89,14 +91,28 @@ class LocalGeneration(Generation):
         self.prompt_tokens = len(job.prompt)
 
     async def __aiter__(self) -> AsyncIterator[TokenEvent]:
+        async for batch in self.batches():
+            for event in batch:
+                yield event
+
+    async def batches(self) -> AsyncIterator[list[TokenEvent]]:
+        """Every token event that has arrived, as one list per wait (all streams of a step arrive at once)."""
+        queue = self.job.events
         try:
             while True:
-                event = await self.job.events.get()
-                if isinstance(event, TokenEvent):
-                    yield event
-                else:
-                    self.result = event
-                    return
+                event = await queue.get()
+                batch: list[TokenEvent] = []
+                while True:
+                    if not isinstance(event, TokenEvent):
+                        if batch:
+                            yield batch
+                        self.result = event
+                        return
+                    batch.append(event)
+                    if queue.empty():
+                        break
+                    event = queue.get_nowait()
+                yield batch
         finally:
             if self.result is None:
                 self.cancel()
@@ -133,6 +149,7 @@ class LocalDeployment(Deployment):
         self._queue: collections.deque[Job] = collections.deque()
         self._running: set[Job] = set()
         self._thread: threading.Thread | None = None
+        self._outbox: list[tuple[Job, Any]] = []  # the events of the step in progress (worker thread only)
         self._stop_message = "llmd is shutting down"
         # Tokenizing, template rendering and embeddings: off the loop, and
         # off the generation thread so they never wait behind a long answer.
@@ -332,6 +349,7 @@ class LocalDeployment(Deployment):
                         text="", finish_reason=FinishReason.ERROR, usage=Usage(len(job.prompt), 0),
                         timings=Timings(), model=self.model.name,
                         error=EngineError("the engine stopped unexpectedly")))
+            self._flush()
             raise
 
     def _schedule(self) -> None:
@@ -339,9 +357,11 @@ class LocalDeployment(Deployment):
         sched = self.scheduler = BatchScheduler(
             self.loaded, n_batch=self.settings.n_batch, prefill_chunk=self.prefill_chunk,
             post=self._post, finish=self._finish_running, model_name=self.model.name,
-            stop_message=lambda: self._stop_message, log_line=self.log)
+            stop_message=lambda: self._stop_message, log_line=self.log, before_decode=self._flush)
         while True:
             admitted = []
+            if not sched.busy():
+                self._flush()  # nothing decodes next: what the last step produced goes now
             with self._cond:
                 while not self._queue and not sched.busy() and not self._closing:
                     self._cond.wait()
@@ -356,7 +376,7 @@ class LocalDeployment(Deployment):
             for job in admitted:
                 sched.admit(job)
             try:
-                sched.step()
+                sched.step()  # it flushes the previous step's events right before its decode
             except Exception:  # noqa: BLE001 - never let the worker die with jobs in flight
                 log.exception("scheduler step failed on %s", self.model.name)
                 sched.end_all(FinishReason.ERROR)
@@ -367,18 +387,52 @@ class LocalDeployment(Deployment):
         self._finish(job, result)
 
     def _post(self, job: Job, event: Any) -> None:
+        """Hand ``event`` (a TokenEvent, or the final GenerationResult) to the job's request.
+
+        On the worker thread it waits in the outbox for the end of the step;
+        from the event loop (a queued job cancelled or aborted) it goes at once.
+        """
+        if threading.current_thread() is self._thread:
+            self._outbox.append((job, event))
+            return
         try:
-            job.loop.call_soon_threadsafe(job.events.put_nowait, event)
+            job.loop.call_soon_threadsafe(self._deliver, [(job, event)])
         except RuntimeError:  # the loop is closed: nobody is listening any more
             pass
+
+    def _flush(self) -> None:
+        """Send the events waiting in the outbox to the event loop in one call (worker thread).
+
+        Called right before each decode, so the loop's work on them (queues,
+        SSE rendering, socket writes) overlaps the decode, which runs without
+        the GIL; and before the worker waits for work.
+        """
+        if not self._outbox:
+            return
+        batch, self._outbox = self._outbox, []
+        loop = batch[0][0].loop
+        if any(job.loop is not loop for job, _ in batch):  # several loops (tests): one call each
+            for job, event in batch:
+                self._send(job.loop, [(job, event)])
+            return
+        self._send(loop, batch)
+
+    def _send(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Job, Any]]) -> None:
+        try:
+            loop.call_soon_threadsafe(self._deliver, batch)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            pass
+
+    def _deliver(self, batch: list[tuple[Job, Any]]) -> None:
+        """Put each event into its request's queue; a finished generation goes to the request log (loop)."""
+        for job, event in batch:
+            job.events.put_nowait(event)
+            if isinstance(event, GenerationResult):
+                self._finished(job.meta, event)
 
     def _finish(self, job: Job, result: GenerationResult) -> None:
         job.finished = True
         self._post(job, result)
-        try:
-            job.loop.call_soon_threadsafe(self._finished, job.meta, result)
-        except RuntimeError:
-            pass
 
     def _finish_unstarted(self, job: Job, reason: FinishReason) -> None:
         """End a job that never reached the engine (cancelled while queued, or shutdown)."""

@@ -9,6 +9,7 @@ renderer of OpenAI chunk streams.
 from __future__ import annotations
 
 import base64
+import json
 import struct
 import time
 import uuid
@@ -177,6 +178,8 @@ def model_object(model: Any, state: str) -> dict[str, Any]:
             "owned_by": "llmd", "aliases": list(model.aliases), "state": state}
 
 
+_MARK = "\u0001text\u0001"  # stands for a token's text while the event around it is encoded
+
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
           429: "rate_limit_error", 503: "service_unavailable"}
@@ -216,6 +219,13 @@ def openai_stream(streams: OpenStreams, gen: Generation, *, cid: str, model: str
             return chat_chunk(cid, created, model, {} if finish else {"content": text}, finish)
         return completion_chunk(cid, created, model, text, finish)
 
+    # Every token's event is the same JSON but for the text: encode the rest once, and per token only
+    # the text (the hot path: one event per token per stream).
+    head, _, tail = sse_json(piece(_MARK, None)).partition(json.dumps(_MARK))
+
+    def token(text: str) -> str:
+        return head + json.dumps(text, ensure_ascii=False) + tail
+
     def end(result: GenerationResult) -> list[str]:
         last = piece("", finish_reason(result))
         if usage == "last":
@@ -229,7 +239,7 @@ def openai_stream(streams: OpenStreams, gen: Generation, *, cid: str, model: str
         gen,
         start=(lambda: sse_json(chat_chunk(cid, created, model, {"role": "assistant", "content": ""})))
         if chat else None,
-        token=lambda text: sse_json(piece(text, None)),
+        token=token,
         end=end,
         error=lambda err: [sse_json(error(err)), sse("[DONE]")],
     ))

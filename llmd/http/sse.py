@@ -79,20 +79,23 @@ async def render_stream(gen: Generation, *, token: Callable[[str], Events], end:
     """A core generation as SSE text in a dialect's format.
 
     ``token(text)``, ``end(result)`` and ``error(err)`` return the event text
-    (or several); ``start()`` may emit a first event. An error after the
+    (or several); ``start()`` may emit a first event. The events of the
+    tokens that arrived together go out as one write. An error after the
     stream has started goes out as the dialect's final event, since the HTTP
     status can no longer change.
     """
-    if start is not None:
-        for chunk in _many(start()):
-            yield chunk
-    async for event in gen:
-        for chunk in _many(token(event.text)):
-            yield chunk
+    head = "".join(_many(start())) if start is not None else ""
+    async for batch in gen.batches():
+        text = "".join(chunk for event in batch for chunk in _many(token(event.text)))
+        if head:
+            text, head = head + text, ""
+        if text:
+            yield text
     result = gen.result
     assert result is not None
-    for chunk in _many(error(result.error) if result.error is not None else end(result)):
-        yield chunk
+    tail = "".join(_many(error(result.error) if result.error is not None else end(result)))
+    if head or tail:
+        yield head + tail
 
 
 async def follow_events(items: AsyncIterator[Any], render: Callable[[Any], Events],

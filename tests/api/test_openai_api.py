@@ -349,6 +349,28 @@ async def test_unicode_stream_is_whole_characters(core_factory):
     assert "Привет" in await r.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+async def test_stream_chunks_carry_any_text_exactly(core_factory, path):
+    """The token events are encoded from a template around the text: quotes, backslashes, newlines,
+    control characters and non-ASCII text must come out as JSON that decodes to the same text."""
+    reply = 'He said "hi"\\ there\n\ttab \x01\x1f é ✓ \u2028 {"x": 1} \u0001text\u0001'
+    core = await core_factory(FakeEngine(reply=reply))
+    c = create_app(core).test_client()
+    body = {"model": "tiny", "stream": True, "stream_options": {"include_usage": True}}
+    body.update({"messages": [{"role": "user", "content": "x"}]} if "chat" in path else {"prompt": "x"})
+    r = await c.post(path, json=body)
+    events = parse_sse((await r.get_data()).decode("utf-8"))
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    texts = [(ch["choices"][0].get("delta", {}).get("content") if "chat" in path else ch["choices"][0]["text"])
+             for ch in chunks if ch["choices"]]
+    assert "".join(t or "" for t in texts) == reply
+    first = chunks[1] if "chat" in path else chunks[0]  # the chat's first chunk carries only the role
+    expected_keys = {"id", "object", "created", "model", "choices"}
+    assert expected_keys <= set(first) and first["choices"][0]["finish_reason"] is None
+    assert chunks[-1]["usage"]["completion_tokens"] > 0 and chunks[-1]["choices"] == []
+
+
 # -- embeddings ------------------------------------------------------------------
 
 async def test_embeddings_string(client):

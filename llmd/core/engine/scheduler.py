@@ -6,9 +6,11 @@ Runs on the deployment's worker thread. Each :meth:`BatchScheduler.step`:
 2. builds one batch from the next token of every generating sequence plus
    prompt chunks of newly admitted ones (a long prompt is split, so it never
    stalls the other streams for more than one chunk);
-3. decodes it once and samples each sequence that asked for logits with its
-   own C sampler chain;
-4. hands text to each request through ``post``.
+3. hands the text of the previous step to the requests (``before_decode``),
+   so that the event loop turns it into writes while ``llama_decode`` runs
+   without the GIL, rather than competing with this thread's Python work;
+4. decodes it once and samples each sequence that asked for logits with its
+   own C sampler chain, handing text to each request through ``post``.
 
 A slot keeps its tokens (and their KV cache) after its job ends. A new job
 goes to the free slot whose tokens share the longest prefix with its prompt,
@@ -63,7 +65,8 @@ class BatchScheduler:
     def __init__(self, model: LoadedModel, *, n_batch: int, prefill_chunk: int,
                  post: Callable[[Any, Any], None], finish: Callable[[Any, GenerationResult], None],
                  model_name: str, stop_message: Callable[[], str],
-                 log_line: Callable[[str, str], None] = lambda level, msg: None) -> None:
+                 log_line: Callable[[str, str], None] = lambda level, msg: None,
+                 before_decode: Callable[[], None] = lambda: None) -> None:
         self.model = model
         self.n_batch = max(1, n_batch)
         self.prefill_chunk = max(1, min(prefill_chunk, self.n_batch))
@@ -73,6 +76,7 @@ class BatchScheduler:
         self._name = model_name
         self._stop_message = stop_message
         self._log = log_line
+        self._before_decode = before_decode
         # Figures for /health and /metrics.
         self.steps = 0
         self.last_batch_tokens = 0
@@ -134,6 +138,7 @@ class BatchScheduler:
             chunk = slot.pending[:n]
             entries.append((slot, BatchEntry(slot.seq, tuple(chunk), len(slot.tokens), n == len(slot.pending)), True))
             budget -= n
+        self._before_decode()
         if not entries:
             return
         try:
