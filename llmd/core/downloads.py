@@ -737,7 +737,9 @@ class DownloadManager:
                     fh.flush()
                     os.fsync(fh.fileno())
         except httpx.TransportError as exc:
-            raise _Retry(f"{type(exc).__name__}: {exc}") from None
+            # The task's error reaches clients: the kind of failure only; its text (addresses, errno) goes to the log.
+            log.info("download %s: %s: %s", t.task_id, type(exc).__name__, exc)
+            raise _Retry(f"the connection to the hub failed ({type(exc).__name__})") from None
         if offset < size:
             raise _Retry(f"the body ended at byte {offset} of {size}")
 

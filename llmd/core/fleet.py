@@ -73,6 +73,15 @@ def dep_id(row_id: int) -> str:
     return f"deploy_{row_id}"
 
 
+def usable_threads(n: int) -> int:
+    """``n`` engine threads, at most one per logical CPU: llama.cpp's threads spin at every barrier, so
+    more threads than CPUs only take turns (a start with 1024 threads on a 2-core box stalls the box)."""
+    cpus = os.cpu_count() or 1
+    if n > cpus:
+        log.warning("n_threads %d is more than the %d CPUs of this machine; using %d", n, cpus, cpus)
+    return max(1, min(n, cpus))
+
+
 def _row_id(deployment_id: str) -> int | None:
     digits = deployment_id[7:]
     # isascii: "²" is a digit to str.isdigit but not to int()
@@ -388,7 +397,7 @@ class Fleet:
             n_ctx = min(n_ctx, model.context_length)
         threads = own("n_threads") or e.n_threads or psutil.cpu_count(logical=False) or os.cpu_count() or 1
         gpu_layers = own("n_gpu_layers")
-        return LoadSettings(n_ctx=n_ctx, n_threads=threads, n_batch=e.n_batch,
+        return LoadSettings(n_ctx=n_ctx, n_threads=usable_threads(threads), n_batch=e.n_batch,
                             n_gpu_layers=e.n_gpu_layers if gpu_layers is None else gpu_layers,
                             n_slots=e.parallel, kv_unified=e.kv_unified)
 
@@ -429,7 +438,7 @@ class Fleet:
         out = dataclasses.replace(
             base,
             n_ctx=n_ctx if n_ctx is not None else base.n_ctx,
-            n_threads=integer("n_threads", 1, 1024) or base.n_threads,
+            n_threads=usable_threads(integer("n_threads", 1, 1024) or base.n_threads),
             n_batch=integer("n_batch", 1, 1 << 16) or base.n_batch,
             n_gpu_layers=base.n_gpu_layers if gpu_layers is None else gpu_layers,
             n_slots=integer("parallel", 1, 256) or base.n_slots,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -204,6 +205,16 @@ async def test_start_stop_restart_tasks(client, fake_core, gguf):
     task = await wait_task(client, (await body_of(r))["task_id"])
     assert task["status"] == "completed" and task["result"]["was_running"] is True
     assert (await body_of(await client.get(f"/api/models/{mid}")))["status"] == "stopped"
+
+
+async def test_more_threads_than_cpus_are_reduced_to_the_cpus(client, fake_core, gguf):
+    """1024 threads on a small box would only take turns spinning: the start uses one per logical CPU."""
+    mid = (await create(client, "threads", gguf))["id"]
+    r = await client.post(f"/api/models/{mid}/start", json={"settings": {"n_threads": 1024}})
+    task = await wait_task(client, (await body_of(r))["task_id"])
+    assert task["status"] == "completed", task
+    assert fake_core.fleet.get("threads").settings.n_threads == (os.cpu_count() or 1)
+    assert task["result"]["settings"]["n_threads"] == (os.cpu_count() or 1)
 
 
 async def test_lifecycle_body_is_optional_but_json_must_be_json(client):
