@@ -290,12 +290,14 @@ class LocalDeployment(Deployment):
         with self._cond:
             if self._closing:
                 raise ShuttingDownError()
-            busy = len(self._running) + len(self._queue) >= self.settings.n_slots
-            if busy and len(self._queue) >= self.queue_size:
+            # The requests that wait for a slot: those past the free slots. A job the worker has not yet
+            # taken from the deque takes a free slot as soon as it wakes, so it does not count as waiting.
+            waiting = max(0, len(self._running) + len(self._queue) - self.settings.n_slots)
+            if len(self._running) + len(self._queue) >= self.settings.n_slots and waiting >= self.queue_size:
                 raise ServerBusyError(
-                    f"model '{self.model.name}' is busy: {len(self._queue)} requests are waiting",
-                    retry_after=max(1, len(self._queue)),
-                    details={"queued": len(self._queue), "queue_size": self.queue_size},
+                    f"model '{self.model.name}' is busy: {waiting} requests are waiting",
+                    retry_after=max(1, waiting),
+                    details={"queued": waiting, "queue_size": self.queue_size},
                 )
             self._queue.append(job)
             self._cond.notify()

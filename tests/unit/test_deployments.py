@@ -144,6 +144,20 @@ async def test_full_queue_is_refused_with_retry_after(core_factory):
     await (await core.inference.generate(req(max_tokens=2))).collect_or_raise()
 
 
+async def test_a_request_not_yet_picked_up_is_not_counted_as_waiting(core_factory):
+    """Back to back, before the worker has taken the first: the first has a slot, the second waits, the
+    third is refused, whatever the worker thread's timing."""
+    core = await core_factory(FakeEngine(delay_s=0.01), **{"engine.queue_size": 1, "engine.parallel": 1})
+    running = await core.inference.generate(req(ignore_eos=True, max_tokens=200))
+    queued = await core.inference.generate(req(max_tokens=2))
+    with pytest.raises(ServerBusyError) as info:
+        await core.inference.generate(req())
+    assert info.value.details == {"queued": 1, "queue_size": 1}
+    running.cancel()
+    assert (await running.collect()).finish_reason is FinishReason.CANCELLED
+    assert (await queued.collect_or_raise()).usage.completion_tokens >= 1
+
+
 async def test_queue_size_zero_refuses_while_busy(core_factory):
     core = await core_factory(FakeEngine(delay_s=0.01), **{"engine.queue_size": 0, "engine.parallel": 1})
     running = await core.inference.generate(req(ignore_eos=True, max_tokens=200))
