@@ -46,7 +46,7 @@ _SOURCE_ALIASES = {"huggingface": "huggingface", "hf": "huggingface", "hugging_f
                    "ollama": "ollama"}
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 # Hub ids: "owner/repo" (Hugging Face), "name", "name:tag" or "namespace/name:tag" (Ollama).
-HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?(:[A-Za-z0-9._-]{1,64})?$")
+HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?(:[A-Za-z0-9._-]{1,64})?\Z")
 OLLAMA_MODEL_MEDIA = "application/vnd.ollama.image.model"
 MANIFEST_ACCEPT = ("application/vnd.docker.distribution.manifest.v2+json, "
                    "application/vnd.oci.image.manifest.v1+json")

@@ -16,10 +16,10 @@ from llmd.errors import ModelExistsError, ModelNotFoundError, ValidationError
 log = logging.getLogger(__name__)
 
 DEFAULT_ALIAS = "default"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}\Z")
 FRAMEWORKS = ("llama.cpp", "vllm")
 # The LLM Inference Service API's model ids: "model-<store row id>".
-_ID_RE = re.compile(r"^model-([0-9]{1,18})$")
+_ID_RE = re.compile(r"^model-([0-9]{1,18})\Z")
 # The shards of a split GGUF: name-00001-of-00003.gguf.
 _SPLIT_RE = re.compile(r"^(?P<stem>.+)-(?P<i>[0-9]{5})-of-(?P<n>[0-9]{5})\.gguf$", re.IGNORECASE)
 

@@ -27,6 +27,9 @@ class StrictModel(pydantic.BaseModel):
 
 
 # -- the APIs' documents' ranges ---------------------------------------------------------------
+# A registry name (llmd/core/registry.py checks it too, and that it is not an id such as model-3).
+ModelName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$",
+                                 description="Letters, digits and . _ : / -, starting with a letter or digit.")]
 Temperature = Annotated[float, Field(ge=0.0, le=2.0, description="0-2.")]
 TopP = Annotated[float, Field(ge=0.0, le=1.0, description="0-1.")]
 TopK = Annotated[int, Field(ge=1, le=100, description="1-100.")]

@@ -191,7 +191,8 @@ async def test_relative_path_is_refused(store, tiny_gguf, monkeypatch):
     assert await Registry(store.models).list() == []
 
 
-@pytest.mark.parametrize("bad", ["-dash", "has space", "x" * 200, ".hidden", "semi;colon"])
+# "x\n": Python's "$" matches before a final newline; the name rules end at the end of the text.
+@pytest.mark.parametrize("bad", ["-dash", "has space", "x" * 200, ".hidden", "semi;colon", "x\n", "model-1\n"])
 async def test_bad_names_are_refused(store, tiny_gguf, bad):
     with pytest.raises(ValidationError) as info:
         await Registry(store.models).add_file(tiny_gguf, bad)
@@ -307,3 +308,12 @@ def test_find_bundled_gguf_finds_smollm2():
     assert info.quantization == "Q4_1"
     assert info.chat_template  # SmolLM2 ships a ChatML template
     assert model_name_from_file(p.name) == "smollm2-135m-instruct"
+
+
+@pytest.mark.parametrize("bad", ["owner/name\n", "llama3:8b\n", "a/../b"])
+def test_hub_ids_with_a_final_newline_are_refused(bad):
+    from llmd.core.hub import check_hub_id
+
+    with pytest.raises(ValidationError) as info:
+        check_hub_id(bad)
+    assert info.value.field == "model_id"

@@ -38,8 +38,9 @@ class KeysQuery(StrictModel):
 class CreateUserBody(StrictModel):
     """``POST /llmd/v1/users``: a user who gets tokens from ``POST /api/auth/token``."""
 
-    username: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=1024, description="at least 8 characters")
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$",
+                          description="letters, digits, '.', '_', '@' or '-', starting with a letter or digit")
+    password: str = Field(min_length=8, max_length=1024, description="at least 8 characters")
     scope: Scope = "admin"
 
 

@@ -12,7 +12,7 @@ from llmd.errors import LlmdError
 from llmd.http.admin import access_routes
 from llmd.http.admin import translate as t
 from llmd.http.body import parse_body
-from llmd.http.fields import StrictModel
+from llmd.http.fields import ModelName, StrictModel
 from llmd.http.routing import Dialect
 
 ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {"error": {
@@ -24,7 +24,7 @@ class AddModelBody(StrictModel):
     """``POST /llmd/v1/models``: register a local GGUF file."""
 
     path: str = Field(min_length=1, max_length=4096, description="Absolute path of a GGUF file readable by the daemon.")
-    name: Optional[str] = Field(default=None, min_length=1, max_length=128)
+    name: Optional[ModelName] = Field(default=None, description="The registry name; default: from the file name.")
 
 
 def render_error(err: LlmdError, path: str) -> tuple[Any, int]:

@@ -12,6 +12,7 @@ from llmd.http.fields import (
     GpuShare,
     LogLines,
     MaxTokens,
+    ModelName,
     PageNumber,
     PageSize,
     RepeatPenalty,
@@ -74,7 +75,7 @@ class CreateModelBody(StrictModel):
          "tags": ["chat"]},
     ]})
 
-    name: str = Field(min_length=1, max_length=128, description=(
+    name: ModelName = Field(description=(
         "The registry name: letters, digits and . _ : / -; unique (409 MODEL_ALREADY_EXISTS otherwise)."))
     display_name: Optional[str] = Field(default=None, max_length=256)
     description: Optional[str] = Field(default=None, max_length=4096)

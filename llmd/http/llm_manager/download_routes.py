@@ -31,7 +31,10 @@ log = logging.getLogger(__name__)
 class StartBody(StrictModel):
     """What to download: a repo (or Ollama name[:tag]) and, optionally, which file."""
 
-    model_id: str = Field(..., min_length=1, max_length=200, description="e.g. TheBloke/x-GGUF, or llama3:8b")
+    model_id: str = Field(..., min_length=1, max_length=200,
+                          pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?(:[A-Za-z0-9._-]+)?$",
+                          description="owner/name (Hugging Face, e.g. TheBloke/x-GGUF) or name[:tag] (Ollama, "
+                                      "e.g. llama3:8b)")
     source: str = Field("huggingface", max_length=32, description="huggingface or ollama")
     filename: str | None = Field(None, min_length=1, max_length=255,
                                  description="a GGUF file of the repo; default: by downloads.quantization_preference")
