@@ -244,6 +244,16 @@ class ChecksumMismatchError(LlmdError):
     code = "checksum_mismatch"
 
 
+class ModelLoadError(LlmdError):
+    """A model could not be loaded: its file, its engine or the box refused it (the model's log says why).
+
+    A 503, not a 500: nothing in llmd failed; the model cannot be served until its cause is fixed.
+    """
+
+    status = 503
+    code = "model_load_failed"
+
+
 class EngineNotInstalledError(LlmdError):
     """The program of an external engine (vLLM) is not installed; the message names the command."""
 

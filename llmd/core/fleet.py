@@ -42,6 +42,7 @@ from llmd.errors import (
     InsufficientResourcesError,
     InvalidActionError,
     LlmdError,
+    ModelLoadError,
     ModelNotLoadedError,
     OperationTimeoutError,
     ShuttingDownError,
@@ -758,7 +759,7 @@ class Fleet:
         quantization. ``prefer_gpu`` True offloads every layer when the engine
         can (the result says when it cannot), False keeps the model on the
         CPU. Loading an already running model with no wishes joins it; other
-        settings reload it. A failed load raises :class:`EngineError`.
+        settings reload it. A failed load raises :class:`ModelLoadError`.
         """
         if self.background.stopping:
             raise ShuttingDownError()
@@ -779,7 +780,7 @@ class Fleet:
             settings = {"n_gpu_layers": layers} if layers is not None else None
             dep = await self.start_model(model.name, settings=settings, wait=True, timeout=3600)
         if dep.state is not DeploymentState.RUNNING:
-            raise EngineError(f"model '{model.name}' failed to load: {dep.error}",
+            raise ModelLoadError(f"model '{model.name}' failed to load: {dep.error}",
                               details={"model": model.name, "state": dep.state.value})
         return LoadResult(dep.info(), model.quantization, gpu, prefer_gpu)
 

@@ -161,13 +161,13 @@ async def test_load_unload_unknown_model_is_404(client, action):
     assert "available models: tiny" in (await body_of(r))["error"]
 
 
-async def test_failed_load_is_500_envelope(core_factory):
+async def test_failed_load_is_503_envelope(core_factory):
     engine = FakeEngine()
     core = await core_factory(engine)
     await core.fleet.unload("tiny")
     engine.fail_load = True
     r = await create_app(core).test_client().post(f"{API}/models/tiny/load/")
-    assert r.status_code == 500
+    assert r.status_code == 503
     body = await body_of(r)
     assert set(body) == {"error"} and "failed to load" in body["error"]
 

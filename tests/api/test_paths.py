@@ -50,7 +50,8 @@ DOCS_PATHS = {"/docs", "/redoc", "/openapi.json"}
 
 
 def expected_api(path: str) -> str:
-    """The API that answers ``path`` (as the server decodes it), by docs/api.md's rules for shared prefixes."""
+    """The API that answers ``path`` (as the server decodes it), by the table "Who answers a path that two
+    APIs share" in docs/api.md."""
     path = "/" + path.lstrip("/")  # the router merges leading slashes (werkzeug)
     if path in HUB_PATHS or HUB_ID_ROUTE.fullmatch(path):
         return "llm_manager"

@@ -401,13 +401,13 @@ async def test_load_bad_body(client):
     assert_error(await json_of(r), "INVALID_REQUEST", "quantization")
 
 
-async def test_load_failure_is_500(core_factory):
+async def test_load_failure_is_503(core_factory):
     engine = FakeEngine()
     core = await core_factory(engine, **{"models.load_default": False})
     engine.fail_load = True
     r = await create_app(core).test_client().post("/api/v1/models/tiny/load", json={})
-    assert r.status_code == 500
-    assert_error(await json_of(r), "ENGINE_ERROR", "failed to load")
+    assert r.status_code == 503
+    assert_error(await json_of(r), "MODEL_LOAD_FAILED", "failed to load")
 
 
 # -- batch ---------------------------------------------------------------------------------
