@@ -19,6 +19,8 @@ from typing import Any, Mapping
 from llmd.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = Path("/etc/llmd/llmd.toml")
+# The KV-cache precisions a deployment may use (engine.kv_cache_type, a start's kv_cache_type).
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
 
 
 @dataclass
@@ -55,6 +57,7 @@ class EngineConfig:
     parallel: int = 4  # sequence slots: requests generated at the same time
     prefill_chunk: int = 256  # prompt tokens of one request per step, so long prompts never stall others
     kv_unified: bool = False  # one KV buffer shared by all slots (False: one per slot, faster here)
+    kv_cache_type: str = "f16"  # f16, q8_0 or q4_0: K and V cache precision (quantized: less memory per slot)
     n_gpu_layers: int = 0
     queue_size: int = 16  # requests waiting per deployment before 503 + Retry-After
     load_wait_s: float = 0.0  # how long a request waits for a model that is loading
@@ -390,6 +393,7 @@ def _check(cfg: Config) -> None:
         ("engine.n_batch", cfg.engine.n_batch >= 1, "must be >= 1"),
         ("engine.parallel", 1 <= cfg.engine.parallel <= 256, "must be 1-256"),
         ("engine.prefill_chunk", cfg.engine.prefill_chunk >= 1, "must be >= 1"),
+        ("engine.kv_cache_type", cfg.engine.kv_cache_type in KV_CACHE_TYPES, "must be " + ", ".join(KV_CACHE_TYPES)),
         ("sampling.max_tokens", cfg.sampling.max_tokens >= 1, "must be >= 1"),
         ("sampling.temperature", 0 <= cfg.sampling.temperature <= 2, "must be 0-2"),
         ("sampling.top_p", 0 <= cfg.sampling.top_p <= 1, "must be 0-1"),

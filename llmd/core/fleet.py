@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import psutil
 
-from llmd.config import Config
+from llmd.config import KV_CACHE_TYPES, Config
 from llmd.core import placement
 from llmd.core.auth import Auth
 from llmd.core.background import Background
@@ -55,7 +55,7 @@ log = logging.getLogger("llmd.core")
 LIVE = (DeploymentState.PENDING, DeploymentState.STARTING, DeploymentState.RUNNING)
 # Keys of ``Fleet.start(settings=...)``.
 SETTING_KEYS = ("n_ctx", "max_model_len", "n_threads", "n_gpu_layers", "n_batch", "parallel", "kv_unified",
-                "gpu_memory_utilization")
+                "kv_cache_type", "gpu_memory_utilization")
 _FOREVER = 10 * 365 * 86400.0
 StatusHook = Callable[[str], None]
 
@@ -400,7 +400,9 @@ class Fleet:
         gpu_layers = own("n_gpu_layers")
         return LoadSettings(n_ctx=n_ctx, n_threads=usable_threads(threads), n_batch=e.n_batch,
                             n_gpu_layers=e.n_gpu_layers if gpu_layers is None else gpu_layers,
-                            n_slots=e.parallel, kv_unified=e.kv_unified)
+                            n_slots=e.parallel, kv_unified=e.kv_unified,
+                            kv_cache_type=cfg.get("kv_cache_type") if cfg.get("kv_cache_type") in KV_CACHE_TYPES
+                            else e.kv_cache_type)
 
     def _settings_for(self, model: Model, settings: dict[str, Any] | None) -> tuple[LoadSettings, float | None]:
         """LoadSettings from a start's settings dict, and the recorded gpu_memory_utilization."""
@@ -436,6 +438,9 @@ class Fleet:
         kv = s.get("kv_unified")
         if kv is not None and not isinstance(kv, bool):
             raise ValidationError("kv_unified must be a boolean", field="kv_unified")
+        kv_type = s.get("kv_cache_type")
+        if kv_type is not None and kv_type not in KV_CACHE_TYPES:
+            raise ValidationError(f"kv_cache_type must be one of {', '.join(KV_CACHE_TYPES)}", field="kv_cache_type")
         out = dataclasses.replace(
             base,
             n_ctx=n_ctx if n_ctx is not None else base.n_ctx,
@@ -444,6 +449,7 @@ class Fleet:
             n_gpu_layers=base.n_gpu_layers if gpu_layers is None else gpu_layers,
             n_slots=integer("parallel", 1, 256) or base.n_slots,
             kv_unified=base.kv_unified if kv is None else kv,
+            kv_cache_type=base.kv_cache_type if kv_type is None else kv_type,
         )
         return out, (float(util) if util is not None else None)
 
@@ -570,7 +576,7 @@ class Fleet:
     async def _plan(self, model: Model, load: LoadSettings) -> placement.Plan:
         """Will ``model`` fit the budget (after evictions)? InsufficientResourcesError with the figures if not."""
         needed = 0 if model.framework == "vllm" else await asyncio.to_thread(
-            placement.estimate_bytes, model.path, load.n_ctx, load.n_slots, model.size_bytes)
+            placement.estimate_bytes, model.path, load.n_ctx, load.n_slots, model.size_bytes, load.kv_cache_type)
         live = [d for d in self._deployments.values() if d.state in LIVE and d.model.name != model.name]
         budget = placement.budget_bytes(self.config.deployments.memory_budget_mb)
         plan = placement.plan(needed, budget, live)

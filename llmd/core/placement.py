@@ -30,9 +30,13 @@ def budget_bytes(memory_budget_mb: int) -> int:
     return int(psutil.virtual_memory().total * 0.8)
 
 
+# Bytes per K or V element: ggml's q8_0 stores 32 values in 34 bytes, q4_0 in 18.
+KV_BYTES_PER_ELEMENT = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+
+
 @functools.lru_cache(maxsize=64)
-def _kv_bytes_per_token(path: str, mtime_ns: int) -> int:
-    """KV cache bytes per token of context, from the GGUF header (f16 K and V)."""
+def _kv_elements_per_token(path: str, mtime_ns: int) -> int:
+    """KV cache elements (K and V values) per token of context, from the GGUF header."""
     meta = read_gguf_info(path).metadata
     arch = meta.get("general.architecture")
 
@@ -49,11 +53,13 @@ def _kv_bytes_per_token(path: str, mtime_ns: int) -> int:
     head_dim = n_embd // n_head if n_head else 0
     k_len = num("attention.key_length", head_dim) or head_dim
     v_len = num("attention.value_length", head_dim) or head_dim
-    return n_layer * n_head_kv * (k_len + v_len) * 2
+    return n_layer * n_head_kv * (k_len + v_len)
 
 
-def estimate_bytes(path: str, n_ctx: int, n_slots: int, size_bytes: int | None = None) -> int:
-    """Estimated resident memory of a model file loaded with ``n_ctx`` tokens per slot.
+def estimate_bytes(path: str, n_ctx: int, n_slots: int, size_bytes: int | None = None,
+                   kv_cache_type: str = "f16") -> int:
+    """Estimated resident memory of a model file loaded with ``n_ctx`` tokens per slot, its KV cache
+    stored as ``kv_cache_type``.
 
     Blocking (reads the header once per file version): call it off the event loop.
     """
@@ -62,10 +68,10 @@ def estimate_bytes(path: str, n_ctx: int, n_slots: int, size_bytes: int | None =
     except OSError:
         return size_bytes or 0
     try:
-        per_token = _kv_bytes_per_token(path, st.st_mtime_ns)
+        per_token = _kv_elements_per_token(path, st.st_mtime_ns) * KV_BYTES_PER_ELEMENT[kv_cache_type]
     except Exception:  # noqa: BLE001 - a header we cannot read gives a weights-only estimate
         per_token = 0
-    return st.st_size + per_token * max(1, n_ctx) * max(1, n_slots)
+    return st.st_size + int(per_token * max(1, n_ctx) * max(1, n_slots))
 
 
 class Placed(Protocol):

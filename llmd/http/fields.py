@@ -11,7 +11,7 @@ number is a 400 that names the field.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import pydantic
 from pydantic import Field
@@ -27,6 +27,9 @@ class StrictModel(pydantic.BaseModel):
 
 
 # -- the APIs' documents' ranges ---------------------------------------------------------------
+KvCacheType = Annotated[Literal["f16", "q8_0", "q4_0"], Field(description=(
+    "KV-cache precision: f16 (default), q8_0 or q4_0; quantized K and V take 53% or 28% of f16's memory "
+    "per slot (docs/performance.md has the speed)."))]
 # A registry name (llmd/core/registry.py checks it too, and that it is not an id such as model-3).
 ModelName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$",
                                  description="Letters, digits and . _ : / -, starting with a letter or digit.")]

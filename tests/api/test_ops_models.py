@@ -217,6 +217,19 @@ async def test_more_threads_than_cpus_are_reduced_to_the_cpus(client, fake_core,
     assert task["result"]["settings"]["n_threads"] == (os.cpu_count() or 1)
 
 
+async def test_kv_cache_type_is_a_start_setting(client, fake_core, gguf):
+    mid = (await create(client, "kvq", gguf, config={"model_path": str(gguf), "kv_cache_type": "q4_0"}))["id"]
+    task = await wait_task(client, (await body_of(await client.post(f"/api/models/{mid}/start")))["task_id"])
+    assert task["status"] == "completed", task
+    assert fake_core.fleet.get("kvq").settings.kv_cache_type == "q4_0"  # the model's own config
+    r = await client.post(f"/api/models/{mid}/start", json={"force": True, "settings": {"kv_cache_type": "q8_0"}})
+    task = await wait_task(client, (await body_of(r))["task_id"])
+    assert task["result"]["settings"]["kv_cache_type"] == "q8_0"  # a start's settings win
+    r = await client.post(f"/api/models/{mid}/start", json={"settings": {"kv_cache_type": "q5_1"}})
+    assert r.status_code == 400
+    assert "kv_cache_type" in json.dumps(await body_of(r))
+
+
 async def test_lifecycle_body_is_optional_but_json_must_be_json(client):
     r = await client.post("/api/models/tiny/restart")  # the seed's curl: no body, no content type
     assert r.status_code == 202

@@ -123,6 +123,15 @@ async def test_prefix_cache_reuses_the_previous_turn(real_core):
     assert evaluated == second.usage.prompt_tokens - second.usage.cached_tokens
 
 
+@pytest.mark.parametrize("kv_cache_type", ["q8_0", "q4_0"])
+async def test_a_quantized_kv_cache_loads_and_answers(real_core, kv_cache_type):
+    core = await real_core(**{"engine.kv_cache_type": kv_cache_type, "engine.parallel": 2})
+    assert core.fleet.default().settings.kv_cache_type == kv_cache_type
+    r = await (await core.inference.generate(chat("What is the capital of France?", max_tokens=16,
+                                                   temperature=0))).collect_or_raise()
+    assert r.usage.completion_tokens >= 1 and r.text.strip()
+
+
 async def test_queue_overflow_is_refused_with_retry_after(real_core):
     core = await real_core(**{"engine.parallel": 1, "engine.queue_size": 1})
     running = await core.inference.generate(chat("Tell a long story.", max_tokens=200, ignore_eos=True))

@@ -136,6 +136,8 @@ def test_out_of_range_names_key_and_file(tmp_path):
     assert "server.port" in msg and str(tmp_path / "llmd.toml") in msg
     msg = config_error(tmp_path, "[sampling]\ntemperature = 2.5\n")
     assert "sampling.temperature" in msg and str(tmp_path / "llmd.toml") in msg
+    msg = config_error(tmp_path, '[engine]\nkv_cache_type = "q5_1"\n')
+    assert "engine.kv_cache_type" in msg and "q8_0" in msg
 
 
 def test_invalid_toml_names_file(tmp_path):

@@ -66,6 +66,9 @@ def test_estimate_reads_the_kv_cache_from_the_header(tmp_path):
     size = path.stat().st_size
     # 2 layers x 2 kv heads x (16 + 16) x 2 bytes = 256 bytes per token
     assert placement.estimate_bytes(str(path), 100, 2) == size + 256 * 100 * 2
+    # quantized K and V: q8_0 keeps 32 values in 34 bytes, q4_0 in 18
+    assert placement.estimate_bytes(str(path), 100, 2, kv_cache_type="q8_0") == size + 128 * 34 // 32 * 100 * 2
+    assert placement.estimate_bytes(str(path), 100, 2, kv_cache_type="q4_0") == size + 128 * 18 // 32 * 100 * 2
     assert placement.estimate_bytes(str(tmp_path / "missing.gguf"), 100, 1, size_bytes=7) == 7
 
 

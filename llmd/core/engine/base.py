@@ -31,11 +31,13 @@ class LoadSettings:
     n_gpu_layers: int
     n_slots: int = 1
     kv_unified: bool = False
+    kv_cache_type: str = "f16"  # one of llmd.config.KV_CACHE_TYPES
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form, stored with the deployment."""
         return {"n_ctx": self.n_ctx, "n_threads": self.n_threads, "n_batch": self.n_batch,
-                "n_gpu_layers": self.n_gpu_layers, "parallel": self.n_slots, "kv_unified": self.kv_unified}
+                "n_gpu_layers": self.n_gpu_layers, "parallel": self.n_slots, "kv_unified": self.kv_unified,
+                "kv_cache_type": self.kv_cache_type}
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,11 @@ class LlamaCppModel:
         cparams.n_threads = settings.n_threads
         cparams.n_threads_batch = settings.n_threads
         cparams.kv_unified = settings.kv_unified
+        kv_types = {"f16": lib.GGML_TYPE_F16, "q8_0": lib.GGML_TYPE_Q8_0, "q4_0": lib.GGML_TYPE_Q4_0}
+        cparams.type_k = cparams.type_v = kv_types[settings.kv_cache_type]
+        if settings.kv_cache_type != "f16":
+            # llama.cpp stores a quantized V cache only with flash attention; "auto" may leave it off.
+            cparams.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED
         cparams.no_perf = True
         self._ctx = lib.llama_init_from_model(self._model.model, cparams)
         if self._ctx and lib.llama_n_batch(self._ctx) < min(n_batch, lib.llama_n_ctx(self._ctx)):
@@ -82,7 +87,8 @@ class LlamaCppModel:
             bos_token=self._piece(bos, special=True).decode("utf-8", "replace") if bos >= 0 else "",
             eos_token=self._piece(eos, special=True).decode("utf-8", "replace") if eos >= 0 else "")
         sink("info", f"loaded {path}: {self.n_slots} slots x {self.n_ctx} tokens, threads={settings.n_threads}, "
-                     f"kv_unified={settings.kv_unified}, gpu_layers={self.n_gpu_layers}, device={self.device}")
+                     f"kv_unified={settings.kv_unified}, kv_cache_type={settings.kv_cache_type}, "
+                     f"gpu_layers={self.n_gpu_layers}, device={self.device}")
 
     # -- text -----------------------------------------------------------
     def _piece(self, token: int, special: bool = False) -> bytes:

@@ -10,6 +10,7 @@ from llmd.http.fields import (
     ContextLength,
     GpuLayers,
     GpuShare,
+    KvCacheType,
     LogLines,
     MaxTokens,
     ModelName,
@@ -50,6 +51,7 @@ class ModelConfig(SamplingDefaults):
     n_ctx: Optional[ContextLength] = None
     n_threads: Optional[Threads] = None
     n_gpu_layers: Optional[GpuLayers] = None
+    kv_cache_type: Optional[KvCacheType] = None
     command: Optional[str] = Field(default=None, min_length=1, max_length=8192, description=(
         "vllm: the command line that starts the server, overriding `deployments.vllm_command`; "
         "`{model}`, `{port}`, `{max_model_len}` and `{gpu_memory_utilization}` are filled in."))
@@ -111,6 +113,7 @@ class StartSettings(StrictModel):
     n_gpu_layers: Optional[GpuLayers] = None
     n_batch: Optional[int] = Field(default=None, ge=1, le=65536)
     parallel: Optional[Slots] = None
+    kv_cache_type: Optional[KvCacheType] = None
     gpu_memory_utilization: Optional[GpuShare] = None
 
 
