@@ -19,7 +19,9 @@ TEN_YEARS_S = 10 * 366 * 86400
 class CreateKeyBody(StrictModel):
     """``POST /llmd/v1/keys``: a new API key; the answer carries the key itself, once."""
 
-    name: str = Field(min_length=1, max_length=64, description="a unique name among the keys in force")
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$",
+                      description="a unique name among the keys in force: letters, digits, '.', '_', '@' or '-', "
+                                  "starting with a letter or digit")
     scope: Scope = Field(description="inference: generate/chat/completions/embeddings and model listing; "
                                      "admin: everything")
     models: Optional[list[str]] = Field(default=None, min_length=1, max_length=100,
