@@ -57,6 +57,7 @@ class EngineConfig:
     parallel: int = 4  # sequence slots: requests generated at the same time
     prefill_chunk: int = 256  # prompt tokens of one request per step, so long prompts never stall others
     kv_unified: bool = False  # one KV buffer shared by all slots (False: one per slot, faster here)
+    ngram_draft_tokens: int = 0  # n-gram speculation for a lone stream: draft tokens per step (0: off)
     kv_cache_type: str = "f16"  # f16, q8_0 or q4_0: K and V cache precision (quantized: less memory per slot)
     n_gpu_layers: int = 0
     queue_size: int = 16  # requests waiting per deployment before 503 + Retry-After
@@ -393,6 +394,7 @@ def _check(cfg: Config) -> None:
         ("engine.n_batch", cfg.engine.n_batch >= 1, "must be >= 1"),
         ("engine.parallel", 1 <= cfg.engine.parallel <= 256, "must be 1-256"),
         ("engine.prefill_chunk", cfg.engine.prefill_chunk >= 1, "must be >= 1"),
+        ("engine.ngram_draft_tokens", 0 <= cfg.engine.ngram_draft_tokens <= 64, "must be 0-64"),
         ("engine.kv_cache_type", cfg.engine.kv_cache_type in KV_CACHE_TYPES, "must be " + ", ".join(KV_CACHE_TYPES)),
         ("sampling.max_tokens", cfg.sampling.max_tokens >= 1, "must be >= 1"),
         ("sampling.temperature", 0 <= cfg.sampling.temperature <= 2, "must be 0-2"),

@@ -470,7 +470,8 @@ class Fleet:
         else:
             dep = LocalDeployment(model, settings, self.engine, queue_size=self.config.engine.queue_size,
                                   sampling=self.config.sampling, max_tokens_limit=self.config.limits.max_tokens,
-                                  prefill_chunk=self.config.engine.prefill_chunk, on_state=self._state_changed,
+                                  prefill_chunk=self.config.engine.prefill_chunk,
+                                  draft_tokens=self.config.engine.ngram_draft_tokens, on_state=self._state_changed,
                                   on_finish=self._on_finish, log_sink=sink)
         self._deployments[model.name] = dep
         return dep

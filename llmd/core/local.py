@@ -135,7 +135,7 @@ class LocalDeployment(Deployment):
 
     def __init__(self, model: Model, settings: LoadSettings, engine: Engine, *, queue_size: int,
                  sampling: SamplingConfig, max_tokens_limit: int | None, prefill_chunk: int = 256,
-                 on_state: StateHook | None = None, on_finish: FinishHook | None = None,
+                 draft_tokens: int = 0, on_state: StateHook | None = None, on_finish: FinishHook | None = None,
                  log_sink: LogSink | None = None) -> None:
         super().__init__(model, settings, queue_size=queue_size, on_state=on_state, on_finish=on_finish,
                          log_sink=log_sink)
@@ -143,6 +143,7 @@ class LocalDeployment(Deployment):
         self.sampling = sampling
         self.max_tokens_limit = max_tokens_limit
         self.prefill_chunk = prefill_chunk
+        self.draft_tokens = draft_tokens
         self.loaded: LoadedModel | None = None
         self.scheduler: BatchScheduler | None = None
         self._cond = threading.Condition()
@@ -359,7 +360,8 @@ class LocalDeployment(Deployment):
         sched = self.scheduler = BatchScheduler(
             self.loaded, n_batch=self.settings.n_batch, prefill_chunk=self.prefill_chunk,
             post=self._post, finish=self._finish_running, model_name=self.model.name,
-            stop_message=lambda: self._stop_message, log_line=self.log, before_decode=self._flush)
+            stop_message=lambda: self._stop_message, log_line=self.log, before_decode=self._flush,
+            draft_tokens=self.draft_tokens)
         while True:
             admitted = []
             if not sched.busy():

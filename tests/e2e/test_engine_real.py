@@ -123,6 +123,27 @@ async def test_prefix_cache_reuses_the_previous_turn(real_core):
     assert evaluated == second.usage.prompt_tokens - second.usage.cached_tokens
 
 
+QUOTED = ("The quick brown fox jumps over the lazy dog. A journey of a thousand miles begins with a single "
+          "step. All that glitters is not gold. Actions speak louder than words. Practice makes perfect.")
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+async def test_ngram_speculation_gives_the_same_answer_in_fewer_steps(real_core, temperature):
+    """A lone stream that quotes its prompt: drafts from the prompt are accepted, and the answer is the one
+    decoded a token at a time (greedy, and sampled with a seed)."""
+    answers, steps = {}, {}
+    for draft in (0, 8):
+        core = await real_core(**{"engine.ngram_draft_tokens": draft, "engine.parallel": 1})
+        r = await (await core.inference.generate(chat(f"Copy this text exactly, word for word:\n\n{QUOTED}",
+                                                      max_tokens=64, temperature=temperature, seed=7))).collect()
+        sched = core.fleet.default().scheduler
+        answers[draft], steps[draft] = r.text, sched.steps
+        if draft:
+            assert sched.stats()["draft_tokens_accepted"] > 0
+    assert answers[8] == answers[0] and answers[0].strip()
+    assert steps[8] < steps[0]
+
+
 @pytest.mark.parametrize("kv_cache_type", ["q8_0", "q4_0"])
 async def test_a_quantized_kv_cache_loads_and_answers(real_core, kv_cache_type):
     core = await real_core(**{"engine.kv_cache_type": kv_cache_type, "engine.parallel": 2})

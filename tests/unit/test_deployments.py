@@ -121,6 +121,37 @@ async def test_requests_are_served_in_order(core_factory):
     await until(lambda: core.fleet.get("tiny").completed == 5)
 
 
+# -- n-gram speculation -------------------------------------------------------------
+
+async def test_ngram_drafts_are_verified_and_change_nothing_but_the_steps(core_factory):
+    """The fake's reply repeats under ignore_eos, so its own history predicts it: drafts are accepted,
+    the text is the same as without them, in fewer decode steps; a stream among others gets no drafts."""
+    texts, steps = {}, {}
+    for draft in (0, 4):
+        core = await core_factory(FakeEngine(reply="abcdefg", delay_s=0.002),
+                                  **{"engine.ngram_draft_tokens": draft, "engine.parallel": 2})
+        result = await (await core.inference.generate(req(ignore_eos=True, max_tokens=60))).collect_or_raise()
+        sched = core.fleet.get("tiny").scheduler
+        texts[draft], steps[draft] = result.text, sched.steps
+        stats = sched.stats()
+        if draft:
+            assert stats["draft_tokens_accepted"] > 0
+            assert stats["draft_tokens_accepted"] <= stats["draft_tokens_sent"]
+            # two at once: no drafts (each step is already a batch of several streams)
+            model = fake_model(core)
+            model.batches.clear()
+            a = await core.inference.generate(req(ignore_eos=True, max_tokens=30))
+            b = await core.inference.generate(req(ignore_eos=True, max_tokens=30))
+            await a.collect_or_raise()
+            await b.collect_or_raise()
+            both = [batch for batch in model.batches if len(batch) == 2]
+            assert both and all(n == 1 for batch in both for _, n in batch)
+        else:
+            assert stats["draft_tokens_sent"] == 0
+    assert texts[4] == texts[0] == ("abcdefg" * 9)[:60]
+    assert steps[4] < steps[0]
+
+
 # -- admission ---------------------------------------------------------------------
 
 async def test_full_queue_is_refused_with_retry_after(core_factory):

@@ -48,6 +48,7 @@ class BatchEntry:
     tokens: Sequence[int]
     pos: int
     logits: bool  # compute logits for the last token (to sample from it)
+    every_logit: bool = False  # logits for every token (a draft to verify): rows are consecutive
 
 
 # Receives llama.cpp's (or the fake's) log lines during load and generation.

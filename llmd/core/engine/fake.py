@@ -97,7 +97,7 @@ class FakeModel:
         for e in entries:
             i += len(e.tokens)
             self.decoded_tokens += len(e.tokens)
-            rows.append(i - 1 if e.logits else -1)
+            rows.append(i - len(e.tokens) if e.every_logit else i - 1 if e.logits else -1)
         self.batches = (self.batches + [[(e.seq, len(e.tokens)) for e in entries]])[-100:]
         return rows
 

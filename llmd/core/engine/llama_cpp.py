@@ -170,7 +170,8 @@ class LlamaCppModel:
 
     # -- decoding -------------------------------------------------------
     def decode(self, entries: Sequence[BatchEntry]) -> list[int]:
-        """One ``llama_decode`` over all entries; rows to sample from, per entry."""
+        """One ``llama_decode`` over all entries; rows to sample from, per entry (for ``every_logit``, the
+        first token's row; the others follow it)."""
         b = self._batch
         tok, pos, nseq, seqs, logits = b.token, b.pos, b.n_seq_id, b.seq_id, b.logits
         i = 0
@@ -185,7 +186,11 @@ class LlamaCppModel:
                 logits[i] = 0
                 i += 1
                 p += 1
-            if e.logits:
+            if e.every_logit:
+                for j in range(i - len(e.tokens), i):
+                    logits[j] = 1
+                rows.append(i - len(e.tokens))
+            elif e.logits:
                 logits[i - 1] = 1
                 rows.append(i - 1)
             else:

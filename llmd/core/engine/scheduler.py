@@ -66,8 +66,10 @@ class BatchScheduler:
                  post: Callable[[Any, Any], None], finish: Callable[[Any, GenerationResult], None],
                  model_name: str, stop_message: Callable[[], str],
                  log_line: Callable[[str, str], None] = lambda level, msg: None,
-                 before_decode: Callable[[], None] = lambda: None) -> None:
+                 before_decode: Callable[[], None] = lambda: None, draft_tokens: int = 0) -> None:
         self.model = model
+        # n-gram (prompt-lookup) speculation for a lone stream: up to this many draft tokens per step.
+        self.draft_tokens = max(0, draft_tokens)
         self.n_batch = max(1, n_batch)
         self.prefill_chunk = max(1, min(prefill_chunk, self.n_batch))
         self.slots = [Slot(seq=i) for i in range(model.n_slots)]
@@ -82,6 +84,8 @@ class BatchScheduler:
         self.last_batch_tokens = 0
         self.prompt_tokens_evaluated = 0
         self.prompt_tokens_cached = 0
+        self.draft_tokens_sent = 0
+        self.draft_tokens_accepted = 0
 
     # -- admission ------------------------------------------------------
     def free_slots(self) -> int:
@@ -127,10 +131,12 @@ class BatchScheduler:
                 self._end(slot, slot.job.cancel_reason)
         entries: list[tuple[Slot, BatchEntry, bool]] = []
         budget = self.n_batch
-        for slot in self.slots:
-            if slot.job is not None and slot.next_token is not None:
-                entries.append((slot, BatchEntry(slot.seq, (slot.next_token,), len(slot.tokens), True), False))
-                budget -= 1
+        decoding = [s for s in self.slots if s.job is not None and s.next_token is not None]
+        draft = self._draft(decoding[0]) if len(decoding) == 1 and self.draft_tokens else ()
+        for slot in decoding:
+            tokens = (slot.next_token, *draft)
+            entries.append((slot, BatchEntry(slot.seq, tokens, len(slot.tokens), True, bool(draft)), False))
+            budget -= len(tokens)
         for slot in sorted((s for s in self.slots if s.job is not None and s.pending), key=lambda s: s.started):
             if budget <= 0:
                 break
@@ -161,6 +167,9 @@ class BatchScheduler:
                 self.prompt_tokens_evaluated += len(entry.tokens)
             if row < 0 or slot.job is None:
                 continue
+            if entry.every_logit:
+                self._verify(slot, entry, row)
+                continue
             try:
                 token = self.model.sample(slot.sampler, row)
             except Exception as exc:  # noqa: BLE001
@@ -169,6 +178,64 @@ class BatchScheduler:
                 self._end(slot, FinishReason.ERROR, EngineError(f"generation failed: {type(exc).__name__}"))
                 continue
             self._accept(slot, token)
+
+    # -- n-gram speculation -------------------------------------------------
+    def _draft(self, slot: Slot) -> tuple[int, ...]:
+        """Tokens that followed the latest earlier occurrence of the last few tokens (prompt lookup).
+
+        Only for a lone stream with no prompt being evaluated: verifying a draft costs one wider decode,
+        which several streams already fill.
+        """
+        if any(s.pending for s in self.slots if s.job is not None):
+            return ()
+        job = slot.job
+        history = slot.tokens + [slot.next_token]
+        # Not near the end of the context, where a draft's extra cells would end the answer sooner.
+        if len(history) + 2 * self.draft_tokens + 2 >= self.model.n_ctx:
+            return ()
+        room = self.draft_tokens
+        if job.params.max_tokens is not None:
+            room = min(room, job.params.max_tokens - slot.count - 1)
+        k = min(room, self.n_batch - 1)
+        if k <= 0:
+            return ()
+        for n in (3, 2):
+            if len(history) <= n:
+                continue
+            tail = history[-n:]
+            # the latest earlier occurrence, scanning back from the end
+            for i in range(len(history) - n - 1, -1, -1):
+                if history[i:i + n] == tail:
+                    found = tuple(history[i + n:i + n + k])
+                    if found:
+                        return found
+                    break
+        return ()
+
+    def _verify(self, slot: Slot, entry: BatchEntry, row: int) -> None:
+        """Sample along a decoded draft: each token is sampled from the logits that follow the tokens
+        accepted so far, exactly as one step at a time would; the first that differs from the draft
+        ends the step and the KV of the rest of the draft is dropped."""
+        drafts = entry.tokens[1:]
+        self.draft_tokens_sent += len(drafts)
+        kept = 1  # entries' tokens whose KV stands: the one sampled last step, then each matched draft
+        for j in range(len(entry.tokens)):
+            try:
+                token = self.model.sample(slot.sampler, row + j)
+            except Exception as exc:  # noqa: BLE001
+                log.exception("sampling failed on %s", self._name)
+                self._log("error", f"generation failed: {exc}")
+                self._end(slot, FinishReason.ERROR, EngineError(f"generation failed: {type(exc).__name__}"))
+                break
+            self._accept(slot, token)
+            if slot.job is None or j >= len(drafts) or token != drafts[j]:
+                break
+            kept += 1
+            self.draft_tokens_accepted += 1
+            slot.next_token = None  # already decoded: its logits are the next row
+        if kept < len(entry.tokens):
+            self.model.seq_rm(slot.seq, entry.pos + kept)
+            del slot.tokens[entry.pos + kept:]
 
     def _accept(self, slot: Slot, token: int) -> None:
         job = slot.job
@@ -243,4 +310,6 @@ class BatchScheduler:
             "last_batch_tokens": self.last_batch_tokens,
             "prompt_tokens_evaluated": self.prompt_tokens_evaluated,
             "prompt_tokens_cached": self.prompt_tokens_cached,
+            "draft_tokens_sent": self.draft_tokens_sent,
+            "draft_tokens_accepted": self.draft_tokens_accepted,
         }
