@@ -788,7 +788,7 @@ class Fleet:
             dep = await self.start_model(model.name, settings=settings, wait=True, timeout=3600)
         if dep.state is not DeploymentState.RUNNING:
             raise ModelLoadError(f"model '{model.name}' failed to load: {dep.error}",
-                              details={"model": model.name, "state": dep.state.value})
+                                 details={"model": model.name, "state": dep.state.value})
         return LoadResult(dep.info(), model.quantization, gpu, prefer_gpu)
 
     async def unload(self, name: str | None) -> Unloaded:
