@@ -35,6 +35,7 @@ class Store:
         from llmd.store.deployments import DeploymentRepo
         from llmd.store.downloads import DownloadRepo
         from llmd.store.hub import HubRepo
+        from llmd.store.metrics import MetricsRepo
         from llmd.store.models import ModelRepo
         from llmd.store.requests import RequestLogRepo
         from llmd.store.sessions import ChatSessionRepo
@@ -46,6 +47,7 @@ class Store:
         self.auth = AuthRepo(self)
         self.downloads = DownloadRepo(self)
         self.hub = HubRepo(self)
+        self.metrics = MetricsRepo(self)
 
     @property
     def db(self) -> aiosqlite.Connection:

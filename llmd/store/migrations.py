@@ -218,4 +218,23 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE deployments ADD COLUMN memory_bytes INTEGER;
         """,
     ),
+    (
+        "0010_metric_points",
+        """
+        -- The metrics history: one row per metric, subject and bucket, at each resolution (seconds per
+        -- bucket; 0 = a raw sample). A sample and its rollups are written in one transaction.
+        CREATE TABLE metric_points (
+            resolution INTEGER NOT NULL,
+            ts REAL NOT NULL,                 -- the bucket's start (a raw sample: its time)
+            metric TEXT NOT NULL,             -- cpu_percent, memory_used_bytes, gpu_utilization, ...
+            subject TEXT NOT NULL DEFAULT '', -- '' for the box; a deployment id; gpu0, ...
+            avg REAL NOT NULL,
+            min REAL NOT NULL,
+            max REAL NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (resolution, metric, subject, ts)
+        ) WITHOUT ROWID;
+        CREATE INDEX metric_points_age ON metric_points(resolution, ts);
+        """,
+    ),
 ]
