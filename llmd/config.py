@@ -165,6 +165,18 @@ class DeploymentsConfig:
 
 
 @dataclass
+class MonitorConfig:
+    """The metrics history: how often the box is sampled, and how long each resolution is kept."""
+
+    interval_s: float = 30.0  # seconds between samples (CPU, memory, disk, load, GPUs, deployments); 0: none
+    keep_raw_h: float = 24.0  # raw samples, hours
+    keep_1m_d: float = 7.0  # 1-minute buckets, days
+    keep_5m_d: float = 30.0  # 5-minute buckets, days
+    keep_1h_d: float = 365.0  # 1-hour buckets, days
+    keep_1d_d: float = 0.0  # 1-day buckets, days; 0 keeps them forever
+
+
+@dataclass
 class LogConfig:
     """Logging."""
 
@@ -186,6 +198,7 @@ class Config:
     downloads: DownloadsConfig = field(default_factory=DownloadsConfig)
     hub: HubConfig = field(default_factory=HubConfig)
     deployments: DeploymentsConfig = field(default_factory=DeploymentsConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     log: LogConfig = field(default_factory=LogConfig)
     # "section.key" -> "default", "file <path>", "env LLMD_X" or "flag --x"
     sources: dict[str, str] = field(default_factory=dict, repr=False)
@@ -394,6 +407,9 @@ def _check(cfg: Config) -> None:
         ("engine.n_batch", cfg.engine.n_batch >= 1, "must be >= 1"),
         ("engine.parallel", 1 <= cfg.engine.parallel <= 256, "must be 1-256"),
         ("engine.prefill_chunk", cfg.engine.prefill_chunk >= 1, "must be >= 1"),
+        ("monitor.interval_s", cfg.monitor.interval_s == 0 or cfg.monitor.interval_s >= 0.1, "must be 0 or >= 0.1"),
+        *((f"monitor.{key}", getattr(cfg.monitor, key) >= 0, "must be >= 0")
+          for key in ("keep_raw_h", "keep_1m_d", "keep_5m_d", "keep_1h_d", "keep_1d_d")),
         ("engine.ngram_draft_tokens", 0 <= cfg.engine.ngram_draft_tokens <= 64, "must be 0-64"),
         ("engine.kv_cache_type", cfg.engine.kv_cache_type in KV_CACHE_TYPES, "must be " + ", ".join(KV_CACHE_TYPES)),
         ("sampling.max_tokens", cfg.sampling.max_tokens >= 1, "must be >= 1"),

@@ -91,7 +91,9 @@ def make_config(tmp_path: Path, **flags: object):
     base = {"paths.state_dir": str(tmp_path / "state"), "paths.runtime_dir": str(tmp_path / "run"),
             "models.discover_bundled": False, "models.default": "tiny",
             # No test may reach a real hub: an unset endpoint would mean huggingface.co.
-            "downloads.hf_endpoint": "http://127.0.0.1:9", "downloads.ollama_registry": "http://127.0.0.1:9"}
+            "downloads.hf_endpoint": "http://127.0.0.1:9", "downloads.ollama_registry": "http://127.0.0.1:9",
+            # No metrics history unless a test asks for it (it samples the machine).
+            "monitor.interval_s": 0}
     base.update(flags)
     tmp_path.mkdir(parents=True, exist_ok=True)
     empty = tmp_path / "llmd.toml"

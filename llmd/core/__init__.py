@@ -16,6 +16,7 @@ component, a config section), never the whole core.
 ``auth``        keys, users, tokens, the request's principal
 ``streams``     open SSE streams and WebSockets, per client
 ``tasks``       background operations whose outcome can be read later
+``history``     the metrics history: the box and the deployments sampled into SQLite on a timer
 ==============  ====================================================================
 """
 
@@ -32,6 +33,7 @@ from llmd.core.downloads import DownloadManager
 from llmd.core.engine.base import Engine
 from llmd.core.events import EventBroker
 from llmd.core.fleet import Fleet
+from llmd.core.history import History
 from llmd.core.hub import Hub
 from llmd.core.inference import Inference
 from llmd.core.metrics import Metrics
@@ -74,6 +76,7 @@ class Core:
         self.inference = Inference(self.fleet, max_batch_size=config.server.max_batch_size)
         self.sessions = ChatSessions(store.sessions, self.fleet, self.inference, self.background)
         self.tasks = TaskTracker(self.events)
+        self.history = History(config.monitor, store.metrics, self.fleet, self.background, config.models_dir)
         self.monitor = Monitor(config, engine.name, self.fleet, streams=self.streams, store_check=store.check,
                                background=self.background, auth=self.auth, metrics=self.metrics,
                                requests=self.requests)
@@ -91,10 +94,12 @@ class Core:
         await self.registry.ensure_default_alias(self.config.models.default)
         await self.fleet.start()
         await self.downloads.start()  # finish interrupted registrations, resume interrupted downloads
+        self.history.start()
 
     async def shutdown(self) -> None:
         """Stop taking work, end open generations with a final event, unload models, flush the logs."""
         self.background.stopping = True
+        await self.history.stop()
         await self.tasks.shutdown()
         await self.downloads.shutdown()  # partial files stay; the tasks resume on the next start
         await self.fleet.shutdown()

@@ -80,3 +80,41 @@ async def test_the_history_survives_a_restart(tmp_path):
         assert p.avg == 42.0 and p.count == 1
     finally:
         await s.close()
+
+
+# -- the sampler (llmd/core/history.py) -------------------------------------------------------
+
+async def test_the_daemon_samples_the_box_and_its_deployments_on_a_timer(core_factory):
+    import asyncio
+
+    core = await core_factory(**{"monitor.interval_s": 0.1})
+    deadline = asyncio.get_running_loop().time() + 10
+    while core.history.samples < 2:
+        assert asyncio.get_running_loop().time() < deadline, "no samples in 10 s"
+        await asyncio.sleep(0.05)
+    m = core.store.metrics
+    cpu = await m.points("cpu_percent", "", resolution=RAW, start=0, end=T0 * 2)
+    assert len(cpu) >= 2 and all(0 <= p.avg <= 100 for p in cpu)
+    (rss,) = (await m.points("process_rss_bytes", "", resolution=3600, start=0, end=T0 * 2))[-1:]
+    assert rss.avg > 1e6 and rss.count >= 2
+    dep_id = core.fleet.get("tiny").info().deployment_id
+    assert dep_id in await m.subjects("active_slots", resolution=60, start=0, end=T0 * 2)
+    assert core.history.failures == 0 and core.history.last_sample_s > 0
+
+
+async def test_no_history_when_the_interval_is_0(core_factory):
+    core = await core_factory(**{"monitor.interval_s": 0})
+    assert core.history.samples == 0 and await core.store.metrics.count() == 0
+
+
+async def test_prune_applies_the_configured_retention(core_factory):
+    core = await core_factory(**{"monitor.interval_s": 0, "monitor.keep_raw_h": 1, "monitor.keep_1m_d": 0})
+    await core.history.sample_once(now=T0)
+    await core.history.sample_once(now=T0 + 7200)
+    gone = await core.history.prune(now=T0 + 7200)
+    series = len(await core.history.sample_once(now=T0 + 7201))
+    assert gone >= series - 2  # the first sample's raw rows (GPU figures may come and go)
+    raw = await core.store.metrics.points("cpu_percent", "", resolution=RAW, start=0, end=T0 * 2)
+    assert [p.ts for p in raw] == [T0 + 7200, T0 + 7201]
+    minutes = await core.store.metrics.points("cpu_percent", "", resolution=60, start=0, end=T0 * 2)
+    assert len(minutes) == 2  # keep_1m_d 0: kept forever
