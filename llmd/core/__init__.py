@@ -76,7 +76,8 @@ class Core:
         self.inference = Inference(self.fleet, max_batch_size=config.server.max_batch_size)
         self.sessions = ChatSessions(store.sessions, self.fleet, self.inference, self.background)
         self.tasks = TaskTracker(self.events)
-        self.history = History(config.monitor, store.metrics, self.fleet, self.background, config.models_dir)
+        self.history = History(config.monitor, store.metrics, self.fleet, self.background, config.models_dir,
+                               self.requests)
         self.monitor = Monitor(config, engine.name, self.fleet, streams=self.streams, store_check=store.check,
                                background=self.background, auth=self.auth, metrics=self.metrics,
                                requests=self.requests)

@@ -13,19 +13,69 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmd.config import MonitorConfig
 from llmd.core import system
 from llmd.core.background import Background
 from llmd.core.fleet import Fleet
+from llmd.core.requestlog import RequestLog
 from llmd.core.types import DeploymentState
-from llmd.store.metrics import RAW, MetricsRepo
+from llmd.errors import ValidationError
+from llmd.store.metrics import RAW, MetricPoint, MetricsRepo
 
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 3600.0
 Sample = dict[tuple[str, str], float]
+# The buckets a window can be read in.
+INTERVALS = {"1m": 60, "5m": 300, "1h": 3600, "1d": 86400}
+# What a metric type shows: field -> (stored metric, how the subjects are combined: "box", "mean" or "sum").
+FIELDS = {
+    "cpu": {"cpu_percent": ("cpu_percent", "box"), "load_1m": ("load_1m", "box")},
+    "memory": {"memory_percent": ("memory_percent", "box"), "memory_used": ("memory_used_bytes", "box")},
+    "gpu": {"gpu_utilization": ("gpu_utilization", "mean"), "gpu_memory_used": ("gpu_memory_used_bytes", "sum")},
+    "model": {"queue_depth": ("queue_depth", "sum"), "active_slots": ("active_slots", "sum")},
+}
+BYTES_FIELDS = ("memory_used", "gpu_memory_used")  # shown in MiB, as the document's example does
+MAX_BUCKETS = 10_000
+
+
+@dataclass(frozen=True)
+class MetricsRow:
+    """One bucket of a window: its start and each field's average over the bucket (None: not sampled)."""
+
+    ts: float
+    values: dict[str, float | None]
+    models: dict[str, dict[str, float]] = field(default_factory=dict)  # metric type "model": per model
+
+
+@dataclass(frozen=True)
+class MetricsWindow:
+    """The history between two times, in one interval's buckets, with averages and maxima."""
+
+    start: float
+    end: float
+    interval: str
+    fields: list[str]
+    rows: list[MetricsRow]
+    summary: dict[str, float | None]
+
+
+def _combine(points_by_subject: dict[str, list[MetricPoint]], how: str) -> dict[float, tuple[float, float]]:
+    """Bucket start -> (average, maximum) over the subjects: the box's own, their mean, or their sum."""
+    per_ts: dict[float, list[MetricPoint]] = {}
+    for points in points_by_subject.values():
+        for p in points:
+            per_ts.setdefault(p.ts, []).append(p)
+    out = {}
+    for ts, ps in per_ts.items():
+        if how == "sum":
+            out[ts] = (sum(p.avg for p in ps), sum(p.max for p in ps))
+        else:  # "box" has one subject; "mean" averages the GPUs
+            out[ts] = (sum(p.avg for p in ps) / len(ps), max(p.max for p in ps))
+    return out
 
 
 def box_values(models_dir: Path) -> Sample:
@@ -52,9 +102,10 @@ class History:
     """Samples into the metrics history on a timer, and prunes it."""
 
     def __init__(self, config: MonitorConfig, repo: MetricsRepo, fleet: Fleet, background: Background,
-                 models_dir: Path) -> None:
+                 models_dir: Path, requests: RequestLog) -> None:
         self.config = config  # read at every tick: a changed interval applies from the next sample
         self.repo = repo
+        self.requests = requests
         self.fleet = fleet
         self.background = background
         self.models_dir = models_dir
@@ -86,9 +137,50 @@ class History:
             info = dep.info()
             if info.state is not DeploymentState.RUNNING:
                 continue
-            out[("queue_depth", info.deployment_id)] = float(info.queued)
-            out[("active_slots", info.deployment_id)] = float(info.active)
+            # by model name: the APIs name models, and a model keeps its name across restarts
+            out[("queue_depth", info.model)] = float(info.queued)
+            out[("active_slots", info.model)] = float(info.active)
         return out
+
+    async def window(self, *, start: float | None, end: float | None, metric_type: str | None,
+                     interval: str) -> MetricsWindow:
+        """The history in ``interval`` buckets from ``start`` to ``end`` (default: the last hour up to now):
+        the fields of ``metric_type`` (all of cpu, memory and gpu when None), their averages and maxima
+        over the window, and the mean response time of the requests that finished in it."""
+        step = INTERVALS[interval]
+        end = time.time() if end is None else end
+        start = end - 3600 if start is None else start
+        if start > end:
+            raise ValidationError("start_time must not be after end_time", field="start_time")
+        if (end - start) / step > MAX_BUCKETS:
+            raise ValidationError(f"the window holds more than {MAX_BUCKETS} buckets of {interval}: "
+                                  "ask for a larger interval or a shorter window", field="interval")
+        types = [metric_type] if metric_type else ["cpu", "memory", "gpu"]
+        first = start - start % step  # the bucket that holds start
+        values: dict[str, dict[float, tuple[float, float]]] = {}
+        models: dict[float, dict[str, dict[str, float]]] = {}
+        for t in types:
+            for name, (metric, how) in FIELDS[t].items():
+                subjects = await self.repo.subjects(metric, resolution=step, start=first, end=end)
+                by_subject = {s: await self.repo.points(metric, s, resolution=step, start=first, end=end)
+                              for s in subjects}
+                values[name] = _combine(by_subject, how)
+                if t == "model":
+                    for subject, points in by_subject.items():
+                        for p in points:
+                            models.setdefault(p.ts, {}).setdefault(subject, {})[name] = p.avg
+        scale = {name: 1 / (1 << 20) if name in BYTES_FIELDS else 1.0 for name in values}
+        stamps = sorted({ts for series in values.values() for ts in series})
+        rows = [MetricsRow(ts, {name: series[ts][0] * scale[name] if ts in series else None
+                                for name, series in values.items()}, models.get(ts, {}))
+                for ts in stamps]
+        summary: dict[str, float | None] = {}
+        for name, series in values.items():
+            avgs = [a for a, _ in series.values()]
+            summary[f"avg_{name}"] = sum(avgs) / len(avgs) * scale[name] if avgs else None
+            summary[f"max_{name}"] = max(m for _, m in series.values()) * scale[name] if avgs else None
+        summary["avg_response_time"] = await self.requests.average_response_s(start, end)
+        return MetricsWindow(start, end, interval, list(values), rows, summary)
 
     async def sample_once(self, now: float | None = None) -> Sample:
         """Take one sample and write it; returns what was written."""

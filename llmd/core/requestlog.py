@@ -91,6 +91,10 @@ class RequestLog:
             prompt_tokens=row.get("prompt_tokens") or 0, completion_tokens=row.get("completion_tokens") or 0,
             last_request_at=row.get("last_ts"))
 
+    async def average_response_s(self, start: float, end: float) -> float | None:
+        """The mean response time, in seconds, of the requests that finished in ``[start, end)``."""
+        return _seconds(await self.repo.average_duration_ms(start, end))
+
     async def totals(self) -> RequestTotals:
         """Counts and token sums over the whole log."""
         row = await self.repo.totals()

@@ -50,6 +50,12 @@ class RequestLogRepo:
         )
         return row or {}
 
+    async def average_duration_ms(self, start: float, end: float) -> float | None:
+        """The mean duration of the requests that finished in ``[start, end)``; ``None`` if there were none."""
+        row = await self.store.fetchone(
+            "SELECT AVG(duration_ms) AS avg_ms FROM request_log WHERE ts >= ? AND ts < ?", (start, end))
+        return row["avg_ms"] if row else None
+
     async def model_stats(self, model: str, *, recent_window_s: float = 60.0) -> dict[str, Any]:
         """Per-model figures of the log: counts, failures, durations, tokens, and the last minute's count.
 

@@ -55,7 +55,7 @@ def expected_api(path: str) -> str:
     path = "/" + path.lstrip("/")  # the router merges leading slashes (werkzeug)
     if path in HUB_PATHS or HUB_ID_ROUTE.fullmatch(path):
         return "llm_manager"
-    if path.startswith("/api/models"):
+    if path.startswith(("/api/models", "/api/monitoring/")):
         return "inference_service"
     if path.startswith(("/api/chat/", "/api/completions/")) or path == "/api/health":
         return "llm_manager"

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HTTP = ROOT / "llmd" / "http"
 # What a handler may call on the core: its components' methods. ``streams`` and ``config`` are read,
 # not called (an SSE response counts itself in ``core.streams``).
-COMPONENTS = {"fleet", "inference", "models", "sessions", "downloads", "hub", "monitor", "auth"}
+COMPONENTS = {"fleet", "inference", "models", "sessions", "downloads", "hub", "monitor", "auth", "history"}
 READ_ONLY = {"streams", "config"}
 
 

@@ -1,4 +1,4 @@
-"""The LLM Inference Service API: the model registry and lifecycle, per-model inference, tokens.
+"""The LLM Inference Service API: the model registry and lifecycle, per-model inference, tokens, monitoring.
 
 Its routes live in one module per area; each has ``register(d, core)``.
 """
@@ -6,7 +6,7 @@ Its routes live in one module per area; each has ``register(d, core)``.
 from __future__ import annotations
 
 from llmd.core import Core
-from llmd.http.inference_service import auth_routes, model_routes
+from llmd.http.inference_service import auth_routes, model_routes, monitoring_routes
 from llmd.http.inference_service.envelope import ERROR_SCHEMA, render_error
 from llmd.http.routing import Dialect
 
@@ -14,7 +14,7 @@ from llmd.http.routing import Dialect
 def build(core: Core) -> Dialect:
     """The LLM Inference Service API with every route."""
     d = Dialect("inference_service", "LLM Inference Service API", render_error, ERROR_SCHEMA,
-                prefixes=("/api/models", "/api/auth/", "/api/tasks/"))
-    for module in (auth_routes, model_routes):
+                prefixes=("/api/models", "/api/auth/", "/api/tasks/", "/api/monitoring/"))
+    for module in (auth_routes, model_routes, monitoring_routes):
         module.register(d, core)
     return d

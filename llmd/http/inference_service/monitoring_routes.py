@@ -1,0 +1,79 @@
+"""LLM Inference Service API routes: ``GET /api/monitoring/metrics`` (the metrics history)."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Literal, Optional
+
+from pydantic import Field
+from quart import jsonify
+
+from llmd.core import Core
+from llmd.core.history import MetricsWindow
+from llmd.http.body import parse_query
+from llmd.http.fields import StrictModel
+from llmd.http.format import iso
+from llmd.http.routing import Dialect
+
+
+class MetricsQuery(StrictModel):
+    """``GET /api/monitoring/metrics``."""
+
+    start_time: Optional[datetime.datetime] = Field(default=None, description=(
+        "ISO 8601 (UTC when it names no offset); default: an hour before end_time."))
+    end_time: Optional[datetime.datetime] = Field(default=None, description="ISO 8601; default: now.")
+    metric_type: Optional[Literal["gpu", "cpu", "memory", "model"]] = Field(default=None, description=(
+        "Which fields: gpu (gpu_utilization %, gpu_memory_used MiB), cpu (cpu_percent, load_1m), memory "
+        "(memory_percent, memory_used MiB) or model (queue_depth, active_slots, per model under `models`); "
+        "default: cpu, memory and gpu."))
+    interval: Literal["1m", "5m", "1h", "1d"] = Field(default="5m", description="The buckets' length.")
+
+
+class MetricsResponse(StrictModel):
+    """The buckets (each field its average over the bucket) and a summary of the window."""
+
+    metrics: list[dict[str, Any]]
+    summary: dict[str, Optional[float]] = Field(description=(
+        "avg_<field> and max_<field> over the window; avg_response_time: the mean seconds of the requests "
+        "that finished in it (null when there were none)."))
+    interval: str
+    start_time: str
+    end_time: str
+
+
+def _seconds(value: datetime.datetime | None) -> float | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=datetime.UTC)
+    return value.timestamp()
+
+
+def render(window: MetricsWindow) -> dict[str, Any]:
+    """The document's shape: ``{"metrics": [{"timestamp", <fields>}], "summary": {...}}``."""
+    metrics = []
+    for row in window.rows:
+        item: dict[str, Any] = {"timestamp": iso(row.ts), **{k: _round(v) for k, v in row.values.items()}}
+        if row.models:
+            item["models"] = [{"model_name": name, **{k: _round(v) for k, v in vals.items()}}
+                              for name, vals in sorted(row.models.items())]
+        metrics.append(item)
+    return {"metrics": metrics, "summary": {k: _round(v) for k, v in window.summary.items()},
+            "interval": window.interval, "start_time": iso(window.start), "end_time": iso(window.end)}
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 3) if value is not None else None
+
+
+def register(d: Dialect, core: Core) -> None:
+    """Declare the monitoring routes."""
+
+    @d.route("/api/monitoring/metrics", summary="The metrics history", query=MetricsQuery,
+             response=MetricsResponse, auth="admin")
+    async def monitoring_metrics() -> Any:
+        """The box's (and the models') figures from the history in SQLite, in buckets of ``interval``."""
+        q = parse_query(MetricsQuery)
+        window = await core.history.window(start=_seconds(q.start_time), end=_seconds(q.end_time),
+                                           metric_type=q.metric_type, interval=q.interval)
+        return jsonify(render(window))

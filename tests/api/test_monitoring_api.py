@@ -1,0 +1,80 @@
+"""The LLM Inference Service API's GET /api/monitoring/metrics, from the metrics history."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llmd.http import create_app
+
+T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z, on every bucket boundary up to the hour
+
+
+@pytest.fixture
+async def app(core_factory):
+    core = await core_factory(**{"monitor.interval_s": 0})
+    # three samples in the first minute, one in the next, through the real sampler (psutil figures)
+    for dt in (0, 20, 40, 60):
+        await core.history.sample_once(now=T0 + dt)
+    return core, create_app(core)
+
+
+async def get(app, query: str):
+    r = await app.test_client().get(f"/api/monitoring/metrics?{query}")
+    return r.status_code, json.loads(await r.get_data(as_text=True))
+
+
+async def test_minute_buckets_of_cpu_with_a_summary(app):
+    core, app = app
+    status, body = await get(app, "start_time=2027-01-15T08:00:00Z&end_time=2027-01-15T08:05:00Z"
+                                  "&metric_type=cpu&interval=1m")
+    assert status == 200, body
+    assert [m["timestamp"] for m in body["metrics"]] == ["2027-01-15T08:00:00Z", "2027-01-15T08:01:00Z"]
+    assert set(body["metrics"][0]) == {"timestamp", "cpu_percent", "load_1m"}
+    assert all(0 <= m["cpu_percent"] <= 100 for m in body["metrics"])
+    s = body["summary"]
+    assert s["max_cpu_percent"] >= s["avg_cpu_percent"] >= 0
+    assert s["avg_response_time"] is None  # no request finished in the window
+    assert body["interval"] == "1m" and body["start_time"] == "2027-01-15T08:00:00Z"
+
+
+async def test_the_default_types_and_mib(app):
+    core, app = app
+    status, body = await get(app, "start_time=2027-01-15T07:00:00&end_time=2027-01-15T09:00:00&interval=1h")
+    assert status == 200, body
+    (bucket,) = body["metrics"]  # naive times are UTC; one hour bucket
+    assert bucket["timestamp"] == "2027-01-15T08:00:00Z"
+    assert {"cpu_percent", "memory_percent", "memory_used"} <= set(bucket)
+    assert 1 < bucket["memory_used"] < 1 << 30  # MiB, not bytes
+
+
+async def test_per_model_figures(app):
+    core, app = app
+    status, body = await get(app, "start_time=2027-01-15T08:00:00Z&end_time=2027-01-15T08:02:00Z"
+                                  "&metric_type=model&interval=5m")
+    assert status == 200, body
+    (bucket,) = body["metrics"]
+    assert bucket["models"] == [{"model_name": "tiny", "queue_depth": 0.0, "active_slots": 0.0}]
+
+
+@pytest.mark.parametrize("query, field", [
+    ("start_time=2027-01-15T09:00:00Z&end_time=2027-01-15T08:00:00Z", "start_time"),
+    ("interval=2m", "interval"),
+    ("metric_type=disk", "metric_type"),
+    ("start_time=yesterday", "start_time"),
+    ("start_time=2020-01-01T00:00:00Z&end_time=2027-01-15T08:00:00Z&interval=1m", "interval"),
+])
+async def test_bad_queries_are_400_naming_the_field(app, query, field):
+    core, app = app
+    status, body = await get(app, query)
+    assert status == 400, body
+    assert set(body) == {"error", "timestamp", "path"} and body["path"] == "/api/monitoring/metrics"
+    assert field in json.dumps(body["error"])
+
+
+async def test_an_unknown_monitoring_path_is_this_apis_404(app):
+    core, app = app
+    r = await app.test_client().get("/api/monitoring/nothing")
+    body = json.loads(await r.get_data(as_text=True))
+    assert r.status_code == 404 and set(body) == {"error", "timestamp", "path"}
