@@ -64,6 +64,10 @@ async def test_per_model_figures(app):
     ("metric_type=disk", "metric_type"),
     ("start_time=yesterday", "start_time"),
     ("start_time=2020-01-01T00:00:00Z&end_time=2027-01-15T08:00:00Z&interval=1m", "interval"),
+    # years the answer could not write (0000 once +14:00 is taken off, 10000 once -14:00 is added)
+    ("start_time=0001-01-01T00:00:00%2B14:00&end_time=0001-01-02T00:00:00Z&interval=1d", "start_time"),
+    ("start_time=9999-12-30T00:00:00Z&end_time=9999-12-31T23:59:59-14:00&interval=1d", "start_time"),
+    ("start_time=1969-12-31T23:00:00Z&end_time=1970-01-01T01:00:00Z", "start_time"),
 ])
 async def test_bad_queries_are_400_naming_the_field(app, query, field):
     core, app = app

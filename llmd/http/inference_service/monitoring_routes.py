@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Any, Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from quart import jsonify
 
 from llmd.core import Core
@@ -28,6 +28,15 @@ class MetricsQuery(StrictModel):
         "default: cpu, memory and gpu."))
     interval: Literal["1m", "5m", "1h", "1d"] = Field(default="5m", description="The buckets' length.")
 
+    @field_validator("start_time", "end_time")
+    @classmethod
+    def _in_range(cls, value: datetime.datetime | None) -> datetime.datetime | None:
+        """Between 1970 and 9998 in UTC: the history holds nothing earlier, and the answer writes years of
+        four digits."""
+        if value is not None and not 0 <= _seconds(value) < _LATEST:  # type: ignore[operator]
+            raise ValueError("must be a time between 1970-01-01 and 9998-12-31 (UTC)")
+        return value
+
 
 class MetricsResponse(StrictModel):
     """The buckets (each field its average over the bucket) and a summary of the window."""
@@ -39,6 +48,9 @@ class MetricsResponse(StrictModel):
     interval: str
     start_time: str
     end_time: str
+
+
+_LATEST = datetime.datetime(9999, 1, 1, tzinfo=datetime.UTC).timestamp()
 
 
 def _seconds(value: datetime.datetime | None) -> float | None:
