@@ -113,7 +113,7 @@ class History:
         self.failures = 0
         self.last_sample_s = 0.0  # how long the last sample took (reads and write)
         self._task: asyncio.Task | None = None
-        self._last_prune = 0.0
+        self._last_prune = float("-inf")  # the first sample prunes
 
     def start(self) -> None:
         """Begin sampling (the first sample at once); ``monitor.interval_s`` 0 keeps no history."""
