@@ -77,7 +77,7 @@ class Core:
         self.sessions = ChatSessions(store.sessions, self.fleet, self.inference, self.background)
         self.tasks = TaskTracker(self.events)
         self.history = History(config.monitor, store.metrics, self.fleet, self.background, config.models_dir,
-                               self.requests)
+                               self.requests, self.registry)
         self.monitor = Monitor(config, engine.name, self.fleet, streams=self.streams, store_check=store.check,
                                background=self.background, auth=self.auth, metrics=self.metrics,
                                requests=self.requests)

@@ -20,7 +20,8 @@ from llmd.config import MonitorConfig
 from llmd.core import system
 from llmd.core.background import Background
 from llmd.core.fleet import Fleet
-from llmd.core.requestlog import RequestLog
+from llmd.core.registry import Registry
+from llmd.core.requestlog import RequestLog, RequestStats
 from llmd.core.types import DeploymentState
 from llmd.errors import ValidationError
 from llmd.store.metrics import RAW, MetricPoint, MetricsRepo
@@ -40,6 +41,8 @@ FIELDS = {
 }
 BYTES_FIELDS = ("memory_used", "gpu_memory_used")  # shown in MiB, as the document's example does
 MAX_BUCKETS = 10_000
+# The performance report's ranges.
+TIME_RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,24 @@ class MetricsWindow:
     fields: list[str]
     rows: list[MetricsRow]
     summary: dict[str, float | None]
+
+
+@dataclass(frozen=True)
+class ModelPerformance:
+    """One model's requests over a time range."""
+
+    model_id: str | None  # the LLM Inference Service API's id (model-<n>); None once the model is gone
+    model_name: str
+    stats: RequestStats
+
+
+@dataclass(frozen=True)
+class Performance:
+    """Requests per model over a time range, and the box's averages from the history."""
+
+    time_range: str
+    models: list[ModelPerformance]
+    system: dict[str, float | None]
 
 
 def _combine(points_by_subject: dict[str, list[MetricPoint]], how: str) -> dict[float, tuple[float, float]]:
@@ -102,10 +123,11 @@ class History:
     """Samples into the metrics history on a timer, and prunes it."""
 
     def __init__(self, config: MonitorConfig, repo: MetricsRepo, fleet: Fleet, background: Background,
-                 models_dir: Path, requests: RequestLog) -> None:
+                 models_dir: Path, requests: RequestLog, registry: Registry) -> None:
         self.config = config  # read at every tick: a changed interval applies from the next sample
         self.repo = repo
         self.requests = requests
+        self.registry = registry
         self.fleet = fleet
         self.background = background
         self.models_dir = models_dir
@@ -141,6 +163,27 @@ class History:
             out[("queue_depth", info.model)] = float(info.queued)
             out[("active_slots", info.model)] = float(info.active)
         return out
+
+    async def performance(self, time_range: str, model: str | None = None, now: float | None = None) -> Performance:
+        """Each model's requests over the last ``time_range`` (one model: its name, alias or id) and the
+        box's average CPU, memory and GPU use over it, from the 5-minute buckets of the history."""
+        end = time.time() if now is None else now
+        start = end - TIME_RANGES[time_range]
+        name = (await self.registry.get(model, field="model_id")).name if model is not None else None
+        ids = {m.name: m.external_id for m in await self.registry.list()}
+        stats = await self.requests.window_by_model(start, end, name)
+        if name is not None and name not in stats:
+            stats[name] = RequestStats()  # asked for by name: shown with zero requests
+        system: dict[str, float | None] = {}
+        for field_name, metric, how in (("avg_cpu_percent", "cpu_percent", "box"),
+                                        ("avg_memory_percent", "memory_percent", "box"),
+                                        ("avg_gpu_utilization", "gpu_utilization", "mean")):
+            subjects = await self.repo.subjects(metric, resolution=300, start=start - 300, end=end)
+            series = _combine({s: await self.repo.points(metric, s, resolution=300, start=start - 300, end=end)
+                               for s in subjects}, how)
+            system[field_name] = sum(a for a, _ in series.values()) / len(series) if series else None
+        models = [ModelPerformance(ids.get(n), n, s) for n, s in sorted(stats.items())]
+        return Performance(time_range, models, system)
 
     async def window(self, *, start: float | None, end: float | None, metric_type: str | None,
                      interval: str) -> MetricsWindow:

@@ -28,7 +28,7 @@ class RequestStats:
     max_duration_s: float | None = None
     min_duration_s: float | None = None
     avg_ttft_s: float | None = None
-    requests_per_second: float = 0.0  # over the last minute
+    requests_per_second: float = 0.0  # over the window read (model_stats: the last minute)
     tokens_per_second: float = 0.0  # completion tokens over the time spent generating them
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -94,6 +94,15 @@ class RequestLog:
     async def average_response_s(self, start: float, end: float) -> float | None:
         """The mean response time, in seconds, of the requests that finished in ``[start, end)``."""
         return _seconds(await self.repo.average_duration_ms(start, end))
+
+    async def window_by_model(self, start: float, end: float, model: str | None = None) -> dict[str, RequestStats]:
+        """Per model name, the requests that finished in ``[start, end)`` (failures: errors and shutdowns;
+        cancelled requests count as requests, not failures); ``requests_per_second`` over the window."""
+        span = max(end - start, 1e-9)
+        return {row["model"]: RequestStats(
+            requests=row["requests"], failed=row["failed"], avg_duration_s=_seconds(row["avg_ms"]),
+            max_duration_s=_seconds(row["max_ms"]), min_duration_s=_seconds(row["min_ms"]),
+            requests_per_second=row["requests"] / span) for row in await self.repo.window_by_model(start, end, model)}
 
     async def totals(self) -> RequestTotals:
         """Counts and token sums over the whole log."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -82,3 +83,42 @@ async def test_an_unknown_monitoring_path_is_this_apis_404(app):
     r = await app.test_client().get("/api/monitoring/nothing")
     body = json.loads(await r.get_data(as_text=True))
     assert r.status_code == 404 and set(body) == {"error", "timestamp", "path"}
+
+
+# -- GET /api/monitoring/performance --------------------------------------------------------
+
+async def test_performance_per_model_from_the_request_log(core_factory):
+    import time
+
+    from llmd.core.types import GenerateRequest, SamplingParams
+
+    core = await core_factory(**{"monitor.interval_s": 0})
+    await core.history.sample_once()  # the box's figures for the system averages
+    for _ in range(3):
+        gen = await core.inference.generate(GenerateRequest(prompt="hi", params=SamplingParams(max_tokens=3)))
+        await gen.collect_or_raise()
+    app = create_app(core).test_client()
+    deadline = time.monotonic() + 5
+    while True:  # the request log is written in the background
+        r = await app.get("/api/monitoring/performance?time_range=1h")
+        body = json.loads(await r.get_data(as_text=True))
+        if body["models"] and body["models"][0]["total_requests"] == 3 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert r.status_code == 200, body
+    (m,) = body["models"]
+    assert m["model_name"] == "tiny" and m["model_id"].startswith("model-")
+    assert (m["total_requests"], m["successful_requests"], m["failed_requests"], m["error_rate"]) == (3, 3, 0, 0)
+    assert 0 <= m["min_response_time"] <= m["avg_response_time"] <= m["max_response_time"]
+    assert m["requests_per_second"] == pytest.approx(3 / 3600, abs=1e-3)
+    assert body["time_range"] == "1h" and 0 <= body["system"]["avg_cpu_percent"] <= 100
+    assert body["system"]["avg_memory_percent"] > 0
+
+    # one model by id: the same figures; an unknown model: 404 in this API's envelope
+    r = await app.get(f"/api/monitoring/performance?model_id={m['model_id']}&time_range=24h")
+    assert [x["total_requests"] for x in json.loads(await r.get_data(as_text=True))["models"]] == [3]
+    r = await app.get("/api/monitoring/performance?model_id=nope")
+    body = json.loads(await r.get_data(as_text=True))
+    assert r.status_code == 404 and body["error"]["code"] == "MODEL_NOT_FOUND" and "path" in body
+    r = await app.get("/api/monitoring/performance?time_range=2h")
+    assert r.status_code == 400 and "time_range" in await r.get_data(as_text=True)

@@ -1,4 +1,5 @@
-"""LLM Inference Service API routes: ``GET /api/monitoring/metrics`` (the metrics history)."""
+"""LLM Inference Service API routes: ``GET /api/monitoring/metrics`` (the metrics history) and
+``GET /api/monitoring/performance`` (requests per model over a time range)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pydantic import Field, field_validator
 from quart import jsonify
 
 from llmd.core import Core
-from llmd.core.history import MetricsWindow
+from llmd.core.history import MetricsWindow, Performance
 from llmd.http.body import parse_query
 from llmd.http.fields import StrictModel
 from llmd.http.format import iso
@@ -53,6 +54,34 @@ class MetricsResponse(StrictModel):
 _LATEST = datetime.datetime(9999, 1, 1, tzinfo=datetime.UTC).timestamp()
 
 
+class PerformanceQuery(StrictModel):
+    """``GET /api/monitoring/performance``."""
+
+    model_id: Optional[str] = Field(default=None, min_length=1, max_length=256, description=(
+        "One model (its id, name or alias); default: every model with requests in the range."))
+    time_range: Literal["1h", "24h", "7d", "30d"] = Field(default="24h", description="Up to now.")
+
+
+class PerformanceResponse(StrictModel):
+    """Per model: requests, successes, failures, response times (s), requests per second, error rate;
+    and the box's averages over the range."""
+
+    time_range: str
+    models: list[dict[str, Any]]
+    system: dict[str, Optional[float]]
+
+
+def render_performance(p: Performance) -> dict[str, Any]:
+    """The document's shape."""
+    models = [{"model_id": m.model_id, "model_name": m.model_name, "total_requests": m.stats.requests,
+               "successful_requests": m.stats.succeeded, "failed_requests": m.stats.failed,
+               "avg_response_time": _round(m.stats.avg_duration_s), "max_response_time": _round(m.stats.max_duration_s),
+               "min_response_time": _round(m.stats.min_duration_s),
+               "requests_per_second": _round(m.stats.requests_per_second), "error_rate": _round(m.stats.error_rate)}
+              for m in p.models]
+    return {"time_range": p.time_range, "models": models, "system": {k: _round(v) for k, v in p.system.items()}}
+
+
 def _seconds(value: datetime.datetime | None) -> float | None:
     if value is None:
         return None
@@ -89,3 +118,10 @@ def register(d: Dialect, core: Core) -> None:
         window = await core.history.window(start=_seconds(q.start_time), end=_seconds(q.end_time),
                                            metric_type=q.metric_type, interval=q.interval)
         return jsonify(render(window))
+
+    @d.route("/api/monitoring/performance", summary="Requests per model over a time range", query=PerformanceQuery,
+             response=PerformanceResponse, auth="admin")
+    async def monitoring_performance() -> Any:
+        """From the request log (per model) and the metrics history (the box's averages); never invented."""
+        q = parse_query(PerformanceQuery)
+        return jsonify(render_performance(await core.history.performance(q.time_range, q.model_id)))
