@@ -23,6 +23,15 @@ def tiny_gguf(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+async def store(tmp_path: Path):
+    """An open Store on a new SQLite file (every migration applied)."""
+    s = Store(tmp_path / "db" / "llmd.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
 async def fake_core(tmp_path: Path, tiny_gguf: Path):
     """A started Core on a FakeEngine with the tiny model registered as default."""
     cfg = make_config(tmp_path)

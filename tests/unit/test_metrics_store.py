@@ -12,14 +12,6 @@ from llmd.store.metrics import RAW, ROLLUPS
 T0 = 1_800_000_000.0  # a minute boundary (and an hour's: 1_800_000_000 = 500,000 h)
 
 
-@pytest.fixture
-async def store(tmp_path):
-    s = Store(tmp_path / "db" / "llmd.db")
-    await s.open()
-    yield s
-    await s.close()
-
-
 async def test_a_sample_lands_raw_and_in_every_rollup(store):
     m = store.metrics
     for i, v in enumerate([10.0, 30.0, 20.0]):  # three samples within the first minute

@@ -14,15 +14,6 @@ from llmd.errors import InvalidModelFileError, ModelExistsError, ModelNotFoundEr
 from llmd.store import Store
 from llmd.store.migrations import MIGRATIONS
 
-
-@pytest.fixture
-async def store(tmp_path):
-    s = Store(tmp_path / "db" / "llmd.db")
-    await s.open()
-    yield s
-    await s.close()
-
-
 # -- store -----------------------------------------------------------------------
 
 async def test_migrations_are_recorded_and_not_reapplied(tmp_path):

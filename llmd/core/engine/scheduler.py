@@ -170,14 +170,19 @@ class BatchScheduler:
             if entry.every_logit:
                 self._verify(slot, entry, row)
                 continue
-            try:
-                token = self.model.sample(slot.sampler, row)
-            except Exception as exc:  # noqa: BLE001
-                log.exception("sampling failed on %s", self._name)
-                self._log("error", f"generation failed: {exc}")
-                self._end(slot, FinishReason.ERROR, EngineError(f"generation failed: {type(exc).__name__}"))
-                continue
-            self._accept(slot, token)
+            token = self._sample(slot, row)
+            if token is not None:
+                self._accept(slot, token)
+
+    def _sample(self, slot: Slot, row: int) -> int | None:
+        """The slot's next token from logits row ``row``; ``None`` when sampling failed (the job has ended)."""
+        try:
+            return self.model.sample(slot.sampler, row)
+        except Exception as exc:  # noqa: BLE001 - this job fails, the others go on
+            log.exception("sampling failed on %s", self._name)
+            self._log("error", f"generation failed: {exc}")
+            self._end(slot, FinishReason.ERROR, EngineError(f"generation failed: {type(exc).__name__}"))
+            return None
 
     # -- n-gram speculation -------------------------------------------------
     def _draft(self, slot: Slot) -> tuple[int, ...]:
@@ -220,12 +225,8 @@ class BatchScheduler:
         self.draft_tokens_sent += len(drafts)
         kept = 1  # entries' tokens whose KV stands: the one sampled last step, then each matched draft
         for j in range(len(entry.tokens)):
-            try:
-                token = self.model.sample(slot.sampler, row + j)
-            except Exception as exc:  # noqa: BLE001
-                log.exception("sampling failed on %s", self._name)
-                self._log("error", f"generation failed: {exc}")
-                self._end(slot, FinishReason.ERROR, EngineError(f"generation failed: {type(exc).__name__}"))
+            token = self._sample(slot, row + j)
+            if token is None:
                 break
             self._accept(slot, token)
             if slot.job is None or j >= len(drafts) or token != drafts[j]:
