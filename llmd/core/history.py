@@ -61,7 +61,6 @@ class MetricsWindow:
     start: float
     end: float
     interval: str
-    fields: list[str]
     rows: list[MetricsRow]
     summary: dict[str, float | None]
 
@@ -164,6 +163,11 @@ class History:
             out[("active_slots", info.model)] = float(info.active)
         return out
 
+    async def _by_subject(self, metric: str, resolution: int, start: float, end: float) -> dict[str, list[MetricPoint]]:
+        """Every subject's buckets of ``metric`` between ``start`` and ``end``."""
+        subjects = await self.repo.subjects(metric, resolution=resolution, start=start, end=end)
+        return {s: await self.repo.points(metric, s, resolution=resolution, start=start, end=end) for s in subjects}
+
     async def performance(self, time_range: str, model: str | None = None, now: float | None = None) -> Performance:
         """Each model's requests over the last ``time_range`` (one model: its name, alias or id) and the
         box's average CPU, memory and GPU use over it, from the 5-minute buckets of the history."""
@@ -178,9 +182,7 @@ class History:
         for field_name, metric, how in (("avg_cpu_percent", "cpu_percent", "box"),
                                         ("avg_memory_percent", "memory_percent", "box"),
                                         ("avg_gpu_utilization", "gpu_utilization", "mean")):
-            subjects = await self.repo.subjects(metric, resolution=300, start=start - 300, end=end)
-            series = _combine({s: await self.repo.points(metric, s, resolution=300, start=start - 300, end=end)
-                               for s in subjects}, how)
+            series = _combine(await self._by_subject(metric, 300, start - 300, end), how)
             system[field_name] = sum(a for a, _ in series.values()) / len(series) if series else None
         models = [ModelPerformance(ids.get(n), n, s) for n, s in sorted(stats.items())]
         return Performance(time_range, models, system)
@@ -204,9 +206,7 @@ class History:
         models: dict[float, dict[str, dict[str, float]]] = {}
         for t in types:
             for name, (metric, how) in FIELDS[t].items():
-                subjects = await self.repo.subjects(metric, resolution=step, start=first, end=end)
-                by_subject = {s: await self.repo.points(metric, s, resolution=step, start=first, end=end)
-                              for s in subjects}
+                by_subject = await self._by_subject(metric, step, first, end)
                 values[name] = _combine(by_subject, how)
                 if t == "model":
                     for subject, points in by_subject.items():
@@ -223,7 +223,7 @@ class History:
             summary[f"avg_{name}"] = sum(avgs) / len(avgs) * scale[name] if avgs else None
             summary[f"max_{name}"] = max(m for _, m in series.values()) * scale[name] if avgs else None
         summary["avg_response_time"] = await self.requests.average_response_s(start, end)
-        return MetricsWindow(start, end, interval, list(values), rows, summary)
+        return MetricsWindow(start, end, interval, rows, summary)
 
     async def sample_once(self, now: float | None = None) -> Sample:
         """Take one sample and write it; returns what was written."""
