@@ -162,3 +162,15 @@ async def test_queue_overflow_is_refused_with_retry_after(real_core):
     assert e.value.status == 503 and int(e.value.headers["Retry-After"]) >= 1
     running.cancel()
     assert (await waiting.collect()).error is None
+
+
+async def test_an_embedding_input_with_no_tokens_is_refused_by_name(real_core):
+    """"\\x04" tokenizes to nothing; decoding nothing fails inside llama.cpp (it was a 500)."""
+    from llmd.errors import ValidationError
+
+    core = await real_core()
+    with pytest.raises(ValidationError) as info:
+        await core.inference.embed("default", ["hello", "\x04"])
+    assert info.value.field == "input" and "input[1]" in info.value.message
+    result = await core.inference.embed("default", ["hello"])  # the embedding context is still good
+    assert len(result.vectors[0]) > 0

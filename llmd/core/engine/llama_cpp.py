@@ -223,6 +223,12 @@ class LlamaCppModel:
                     embedding=True, pooling_type=self._lib.LLAMA_POOLING_TYPE_MEAN, verbose=False,
                 )
                 self._sink("info", "embedding context created")
+            for i, text in enumerate(texts):
+                # A text of characters the tokenizer drops ("\x04") gives no tokens, and decoding nothing
+                # fails inside llama.cpp: refuse it by name instead.
+                if not self._embedder.tokenize(text.encode("utf-8")):
+                    raise ValidationError(f"input[{i}] has no tokens: the model's tokenizer drops all of it",
+                                          field="input")
             vectors, count = self._embedder.embed(list(texts), normalize=True, return_count=True)
         return [list(map(float, v)) for v in vectors], int(count)
 
