@@ -162,6 +162,16 @@ class DeploymentsConfig:
         "vllm serve {model} --host 127.0.0.1 --port {port} --max-model-len {max_model_len}"
         " --gpu-memory-utilization {gpu_memory_utilization}")
     external_start_timeout_s: float = 600.0  # how long an external engine may take to answer /health
+    # Deployments that may run at once (the LLM Inference Service API's max_concurrent_models); 0: only
+    # the memory budget bounds them. A start beyond it evicts the least recently used idle one, or fails.
+    max_running: int = 0
+    # What a start and a stop of the LLM Inference Service API wait when the request names no timeout
+    # (its default_model_timeout, and the document's defaults).
+    start_timeout_s: float = 300.0
+    stop_timeout_s: float = 60.0
+    # How often running deployments are checked (an external engine's /health; a state change is a
+    # model_status_update on /ws/monitor): the document's health_check_interval.
+    health_check_interval_s: float = 60.0
 
 
 @dataclass
@@ -174,6 +184,33 @@ class MonitorConfig:
     keep_5m_d: float = 30.0  # 5-minute buckets, days
     keep_1h_d: float = 365.0  # 1-hour buckets, days
     keep_1d_d: float = 0.0  # 1-day buckets, days; 0 keeps them forever
+
+
+@dataclass
+class AlertsConfig:
+    """Alert notifications, and the built-in threshold rules (the document's alert_thresholds).
+
+    A threshold of 0 turns its built-in rule off. Channels are ``journal``, ``webhook`` and ``email``.
+    """
+
+    gpu_utilization_high: float = 90.0  # percent, on the busiest GPU
+    gpu_temperature_high: float = 80.0  # degrees Celsius, on the hottest GPU
+    response_time_high: float = 2.0  # seconds, mean over the last 5 minutes of requests
+    error_rate_high: float = 0.05  # failed over all requests of the last 5 minutes
+    threshold_channels: str = "journal"  # comma-separated channels of the built-in rules
+    repeat_interval_s: float = 3600.0  # a rule that stays firing is notified again after this; 0: never
+    webhook_url: str = ""  # where the webhook channel POSTs its JSON
+    webhook_secret: str = ""  # when set, each POST carries X-Llmd-Signature: sha256=<HMAC of the body>
+    webhook_timeout_s: float = 5.0
+    webhook_retries: int = 3  # retries after a failed POST, with a doubling backoff from 1 s
+    smtp_host: str = ""  # the email channel's SMTP server; empty: no email
+    smtp_port: int = 587
+    smtp_starttls: bool = True
+    smtp_username: str = ""
+    smtp_password: str = ""
+    email_from: str = "llmd@localhost"
+    email_to: str = ""  # comma-separated recipients
+    keep_history_d: float = 365.0  # alert history (firing and resolved events), days; 0 keeps it forever
 
 
 @dataclass
@@ -199,6 +236,7 @@ class Config:
     hub: HubConfig = field(default_factory=HubConfig)
     deployments: DeploymentsConfig = field(default_factory=DeploymentsConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     # "section.key" -> "default", "file <path>", "env LLMD_X" or "flag --x"
     sources: dict[str, str] = field(default_factory=dict, repr=False)
@@ -370,6 +408,39 @@ def load_config(
     return cfg
 
 
+def setting_type(key: str) -> type:
+    """The type of setting ``section.key``; raises ConfigError (with ``key``) for an unknown one."""
+    section, _, name = key.partition(".")
+    kind = _schema().get(section, {}).get(name)
+    if kind is None:
+        raise ConfigError(f"unknown setting '{key}'", key=key)
+    return kind
+
+
+def with_values(cfg: Config, values: Mapping[str, Any], source: str) -> Config:
+    """A copy of ``cfg`` with ``section.key -> value`` applied (coerced and range-checked) and their
+    source set to ``source``; ``cfg`` itself is left as it was. Raises ConfigError naming the key."""
+    out = dataclasses.replace(cfg, sources=dict(cfg.sources))
+    for section in _sections():
+        setattr(out, section.name, dataclasses.replace(getattr(cfg, section.name)))
+    for key, value in values.items():
+        kind = setting_type(key)
+        section, _, name = key.partition(".")
+        try:
+            coerced = _coerce(value, kind, key, source)
+        except ConfigError as exc:
+            raise ConfigError(str(exc), key=key) from None
+        setattr(getattr(out, section), name, coerced)
+        out.sources[key] = source
+    try:
+        _check(out)
+    except ConfigError as exc:
+        if exc.key is None or exc.key in values:
+            raise
+        raise ConfigError(f"{source}: {exc}", key=next(iter(values), None)) from None
+    return out
+
+
 def _resolve_dirs(cfg: Config, env: Mapping[str, str]) -> None:
     """Fill empty directories from systemd's variables, then XDG."""
     if not cfg.paths.state_dir:
@@ -436,12 +507,24 @@ def _check(cfg: Config) -> None:
         ("hub.timeout_s", cfg.hub.timeout_s > 0, "must be > 0"),
         ("hub.search_limit", 1 <= cfg.hub.search_limit <= 1000, "must be 1-1000"),
         ("hub.sync_limit", 1 <= cfg.hub.sync_limit <= 10000, "must be 1-10000"),
+        ("deployments.max_running", cfg.deployments.max_running >= 0, "must be >= 0 (0: no count bound)"),
+        ("deployments.start_timeout_s", cfg.deployments.start_timeout_s > 0, "must be > 0"),
+        ("deployments.stop_timeout_s", cfg.deployments.stop_timeout_s > 0, "must be > 0"),
+        ("deployments.health_check_interval_s", cfg.deployments.health_check_interval_s >= 1, "must be >= 1"),
+        *((f"alerts.{key}", getattr(cfg.alerts, key) >= 0, "must be >= 0")
+          for key in ("gpu_utilization_high", "gpu_temperature_high", "response_time_high", "error_rate_high",
+                      "repeat_interval_s", "webhook_retries", "keep_history_d")),
+        ("alerts.webhook_timeout_s", cfg.alerts.webhook_timeout_s > 0, "must be > 0"),
+        ("alerts.smtp_port", 1 <= cfg.alerts.smtp_port <= 65535, "must be 1-65535"),
+        ("alerts.threshold_channels",
+         all(c.strip() in ("journal", "webhook", "email") for c in cfg.alerts.threshold_channels.split(",")
+             if c.strip()), "must list journal, webhook or email"),
         ("log.level", cfg.log.level.lower() in ("debug", "info", "warning", "error"),
          "must be debug, info, warning or error"),
     ]
     for key, ok, why in checks:
         if not ok:
-            raise ConfigError(f"{where(key)}: key '{key}' {why}")
+            raise ConfigError(f"{where(key)}: key '{key}' {why}", key=key)
     try:
         int(cfg.server.socket_mode, 8)
     except ValueError:

@@ -266,3 +266,7 @@ class ConfigError(Exception):
 
     Its message is one line that names the key and the file.
     """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key  # the setting at fault (section.key), when one is

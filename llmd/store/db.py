@@ -31,6 +31,7 @@ class Store:
         # Every write takes this lock, so one coroutine's transaction never
         # swallows another coroutine's statements on the shared connection.
         self._write_lock = asyncio.Lock()
+        from llmd.store.alerts import AlertsRepo
         from llmd.store.auth import AuthRepo
         from llmd.store.deployments import DeploymentRepo
         from llmd.store.downloads import DownloadRepo
@@ -39,6 +40,7 @@ class Store:
         from llmd.store.models import ModelRepo
         from llmd.store.requests import RequestLogRepo
         from llmd.store.sessions import ChatSessionRepo
+        from llmd.store.settings import SettingsRepo
 
         self.models = ModelRepo(self)
         self.requests = RequestLogRepo(self)
@@ -48,6 +50,8 @@ class Store:
         self.downloads = DownloadRepo(self)
         self.hub = HubRepo(self)
         self.metrics = MetricsRepo(self)
+        self.settings = SettingsRepo(self)
+        self.alerts = AlertsRepo(self)
 
     @property
     def db(self) -> aiosqlite.Connection:

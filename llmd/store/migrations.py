@@ -237,4 +237,65 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX metric_points_age ON metric_points(resolution, ts);
         """,
     ),
+    (
+        "0011_settings",
+        """
+        -- Settings changed at run time (PUT /api/config, llmctl config set): each wins over the config
+        -- file, the environment and the command line until it is removed.
+        CREATE TABLE settings_overrides (
+            key TEXT PRIMARY KEY,             -- section.key, as in llmd.toml
+            value TEXT NOT NULL,              -- JSON
+            updated_at REAL NOT NULL
+        );
+        """,
+    ),
+    (
+        "0012_alerts",
+        """
+        -- Alert rules made through the API (the built-in threshold rules come from [alerts] and are not
+        -- stored). AUTOINCREMENT: a deleted rule's id (alert-<n>) is never given to a new rule, so the old
+        -- rule's history and firing state are never taken for the new one's.
+        CREATE TABLE alert_rules (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL,
+            condition TEXT NOT NULL,          -- canonical text: cpu_percent > 90 for 5m
+            severity TEXT NOT NULL,           -- info | warning | critical
+            enabled INTEGER NOT NULL,
+            channels TEXT NOT NULL,           -- JSON list of journal, webhook, email
+            repeat_interval_s REAL,           -- NULL: alerts.repeat_interval_s; 0: never again
+            description TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        -- What each rule did: one row when it fired (again every repeat interval) and when it resolved.
+        CREATE TABLE alert_events (
+            id INTEGER PRIMARY KEY,
+            rule_id TEXT NOT NULL,            -- alert-<n> or threshold-<key>; kept after the rule is deleted
+            rule_name TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            state TEXT NOT NULL,              -- firing | resolved
+            condition TEXT NOT NULL,
+            value REAL,                       -- NULL: the metric had no data
+            message TEXT NOT NULL,
+            ts REAL NOT NULL,
+            notified TEXT NOT NULL DEFAULT '{}'  -- JSON: channel -> ok | failed
+        );
+        CREATE INDEX alert_events_ts ON alert_events(ts);
+        CREATE INDEX alert_events_rule ON alert_events(rule_id, ts);
+        -- The rules that are firing, so that a restart keeps them firing without notifying them again.
+        -- A table of its own rather than columns of alert_rules: the built-in rules have no row there,
+        -- and a deleted rule must still be resolved. It keeps what the resolution needs to say.
+        CREATE TABLE alert_state (
+            rule_id TEXT PRIMARY KEY,
+            state TEXT NOT NULL,              -- firing
+            since REAL NOT NULL,
+            last_notified REAL,
+            last_value REAL,
+            rule_name TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            condition TEXT NOT NULL,
+            channels TEXT NOT NULL            -- JSON list
+        );
+        """,
+    ),
 ]
