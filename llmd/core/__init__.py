@@ -17,6 +17,8 @@ component, a config section), never the whole core.
 ``streams``     open SSE streams and WebSockets, per client
 ``tasks``       background operations whose outcome can be read later
 ``history``     the metrics history: the box and the deployments sampled into SQLite on a timer
+``settings``    settings changed at run time: validated, stored as overrides, applied or left for a restart
+``alerts``      alert rules evaluated on each sample; firing and resolved events, history, notifications
 ==============  ====================================================================
 """
 
@@ -27,6 +29,8 @@ import logging
 from typing import Callable
 
 from llmd.config import Config
+from llmd.core.alert_channels import Channels
+from llmd.core.alerts import Alerts
 from llmd.core.auth import Auth
 from llmd.core.background import Background
 from llmd.core.downloads import DownloadManager
@@ -43,6 +47,7 @@ from llmd.core.monitor import Monitor
 from llmd.core.registry import Registry
 from llmd.core.requestlog import RequestLog
 from llmd.core.sessions import ChatSessions
+from llmd.core.settings import Settings
 from llmd.core.streams import OpenStreams
 from llmd.core.tasks import TaskTracker
 from llmd.store import Store
@@ -76,11 +81,15 @@ class Core:
         self.inference = Inference(self.fleet, max_batch_size=config.server.max_batch_size)
         self.sessions = ChatSessions(store.sessions, self.fleet, self.inference, self.background)
         self.tasks = TaskTracker(self.events)
+        self.settings = Settings(config, store.settings)
+        self.settings.on_change(self._settings_applied)
+        self.alerts = Alerts(config.alerts, store.alerts, self.events, self.background, Channels(config.alerts))
         self.history = History(config.monitor, store.metrics, self.fleet, self.background, config.models_dir,
-                               self.requests, self.registry)
+                               self.requests, self.registry, events=self.events, alerts=self.alerts)
         self.monitor = Monitor(config, engine.name, self.fleet, streams=self.streams, store_check=store.check,
                                background=self.background, auth=self.auth, metrics=self.metrics,
-                               requests=self.requests)
+                               requests=self.requests, registry=self.registry, events=self.events,
+                               alerts=self.alerts, history=self.history)
         self.models = Models(config, self.registry, self.fleet, logs=self.logs, requests=self.requests,
                              monitor=self.monitor, tasks=self.tasks)
         self.hub = Hub(config, store.hub, downloads_repo=store.downloads, registry=self.registry)
@@ -90,12 +99,21 @@ class Core:
     async def start(self) -> None:
         """Register bundled models, recover state, resume downloads, load the default model in the background."""
         self.events.bind(asyncio.get_running_loop())
+        await self.settings.load()
+        await self.alerts.load()  # rules that were firing stay firing, without a second notification
         if self.config.models.discover_bundled:
             await self.registry.sync_bundled()
         await self.registry.ensure_default_alias(self.config.models.default)
         await self.fleet.start()
         await self.downloads.start()  # finish interrupted registrations, resume interrupted downloads
         self.history.start()
+
+    def _settings_applied(self, keys: set[str]) -> None:
+        """Act on settings changed at run time that something must react to (others are read at use)."""
+        if "log.level" in keys:
+            logging.getLogger().setLevel(self.config.log.level.upper())
+        if any(k.startswith("monitor.") for k in keys):
+            self.history.reschedule()
 
     async def shutdown(self) -> None:
         """Stop taking work, end open generations with a final event, unload models, flush the logs."""

@@ -33,7 +33,7 @@ from llmd.core.types import (
     GenerationResult,
     TokenEvent,
 )
-from llmd.errors import LlmdError, ModelNotLoadedError, ShuttingDownError
+from llmd.errors import EngineError, LlmdError, ModelNotLoadedError, ShuttingDownError
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,16 @@ class Deployment(abc.ABC):
             self._stopped_event.set()
         if self._on_state is not None:
             self._on_state(self)
+
+    async def probe(self) -> str | None:
+        """A health check of a running deployment: ``None`` when it serves, else what is wrong.
+        (``deployments.health_check_interval_s``; three failures in a row put it in ``error``.)"""
+        return None
+
+    def fail(self, message: str) -> None:
+        """Put a running deployment in ``error`` after failed health checks (the change is published)."""
+        if self.state is DeploymentState.RUNNING:
+            self._set_state(DeploymentState.ERROR, EngineError(message))
 
     def _finished(self, meta: dict[str, Any], result: GenerationResult) -> None:
         """Count a finished generation and hand it to the request log (on the event loop)."""

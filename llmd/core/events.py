@@ -18,11 +18,15 @@ from typing import Any, AsyncIterator, Iterator
 
 @dataclass(eq=False)
 class Subscription:
-    """One subscriber's queue of ``(topic, payload)`` pairs for topics matching ``pattern``."""
+    """One subscriber's queue of ``(topic, payload)`` pairs for topics matching any of ``patterns``."""
 
-    pattern: str
+    patterns: tuple[str, ...]
     queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=256))
     dropped: int = 0  # events lost because the queue was full
+
+    def matches(self, topic: str) -> bool:
+        """Whether ``topic`` is one this subscriber asked for."""
+        return any(fnmatch.fnmatchcase(topic, p) for p in self.patterns)
 
     def offer(self, topic: str, payload: Any) -> None:
         """Queue an event, dropping the oldest when the subscriber is behind."""
@@ -58,7 +62,7 @@ class EventBroker:
     def publish(self, topic: str, payload: Any) -> None:
         """Deliver ``payload`` to every subscriber whose pattern matches ``topic`` (loop thread only)."""
         for sub in list(self._subs):
-            if fnmatch.fnmatchcase(topic, sub.pattern):
+            if sub.matches(topic):
                 sub.offer(topic, payload)
 
     def publish_threadsafe(self, topic: str, payload: Any) -> None:
@@ -70,9 +74,10 @@ class EventBroker:
             loop.call_soon_threadsafe(self.publish, topic, payload)
 
     @contextlib.contextmanager
-    def subscribe(self, pattern: str) -> Iterator[Subscription]:
-        """``with broker.subscribe("download.*") as sub:`` - unsubscribed on exit."""
-        sub = Subscription(pattern)
+    def subscribe(self, pattern: str, *more: str) -> Iterator[Subscription]:
+        """``with broker.subscribe("download.*") as sub:`` - unsubscribed on exit; several patterns share
+        one queue, in the order the events were published."""
+        sub = Subscription((pattern, *more))
         self._subs.add(sub)
         try:
             yield sub

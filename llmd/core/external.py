@@ -340,6 +340,12 @@ class ExternalDeployment(Deployment):
             await asyncio.sleep(_POLL_S)
         return None
 
+    async def probe(self) -> str | None:
+        """The server answers ``/health`` (or ``/v1/models``) within 5 s."""
+        if self._client is None:
+            return None
+        return None if await self._ready() else f"the engine of '{self.model.name}' did not answer /health"
+
     async def _ready(self) -> bool:
         assert self._client is not None
         try:

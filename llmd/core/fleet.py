@@ -57,6 +57,7 @@ LIVE = (DeploymentState.PENDING, DeploymentState.STARTING, DeploymentState.RUNNI
 SETTING_KEYS = ("n_ctx", "max_model_len", "n_threads", "n_gpu_layers", "n_batch", "parallel", "kv_unified",
                 "kv_cache_type", "gpu_memory_utilization")
 _FOREVER = 10 * 365 * 86400.0
+HEALTH_FAILURES = 3  # failed health checks in a row that put a running deployment in error
 StatusHook = Callable[[str], None]
 
 
@@ -152,6 +153,7 @@ class Fleet:
         # One placement decision at a time: two starts must not both see the same free memory.
         self._place_lock = asyncio.Lock()
         self._idle_task: asyncio.Task | None = None
+        self._health_task: asyncio.Task | None = None
         self._to_restore: list[dict[str, Any]] = []
 
     # -- lifecycle of the fleet -------------------------------------------------
@@ -179,6 +181,7 @@ class Fleet:
                     log.error("the default model %s cannot start: %s", model.name, exc.message)
                     self._on_status(f"default model {model.name} cannot start: {exc.message}")
         self._idle_task = asyncio.ensure_future(self._idle_loop())
+        self._health_task = asyncio.ensure_future(self._health_loop())
 
     async def restore(self) -> None:
         """Start again the deployments that served when the daemon last stopped (``deployments.restore``).
@@ -216,8 +219,9 @@ class Fleet:
 
     async def shutdown(self) -> None:
         """End open generations with a final event, unload every model, stop serving extra ports."""
-        if self._idle_task is not None:
-            self._idle_task.cancel()
+        for task in (self._idle_task, self._health_task):
+            if task is not None:
+                task.cancel()
         for d in self._deployments.values():
             if d.state in LIVE:
                 d.stop_reason = "shutdown"
@@ -580,9 +584,14 @@ class Fleet:
             placement.estimate_bytes, model.path, load.n_ctx, load.n_slots, model.size_bytes, load.kv_cache_type)
         live = [d for d in self._deployments.values() if d.state in LIVE and d.model.name != model.name]
         budget = placement.budget_bytes(self.config.deployments.memory_budget_mb)
-        plan = placement.plan(needed, budget, live)
+        plan = placement.plan(needed, budget, live, self.config.deployments.max_running)
         if not plan.fits:
             figures = plan.figures(live)
+            if plan.too_many:
+                raise InsufficientResourcesError(
+                    f"model '{model.name}' would be deployment {plan.running + 1} but at most {plan.max_running} "
+                    "may run at once (deployments.max_running, the max_concurrent_models of GET /api/config), and "
+                    "no idle unpinned deployment can be evicted", details={"model": model.name, **figures})
             raise InsufficientResourcesError(
                 f"model '{model.name}' needs about {figures['needed_mb']} MiB but only "
                 f"{figures['available_mb']} MiB of the {figures['budget_mb']} MiB budget are free, and evicting "
@@ -795,6 +804,34 @@ class Fleet:
         """Stop a model's deployment and free its memory (at once); ``was_loaded`` False if it was not."""
         model = await self.resolve(name)
         return Unloaded(model.name, await self.stop_model(model.name, force=True))
+
+    # -- health checks -----------------------------------------------------------
+    async def _health_loop(self) -> None:
+        """Probe each running deployment every ``deployments.health_check_interval_s``."""
+        failures: dict[str, int] = {}
+        while not self.background.stopping:
+            await asyncio.sleep(max(1.0, self.config.deployments.health_check_interval_s))
+            try:
+                await self.check_health(failures)
+            except Exception:  # noqa: BLE001 - the loop must outlive one bad round
+                log.exception("health check failed")
+
+    async def check_health(self, failures: dict[str, int]) -> None:
+        """One round: a deployment that fails ``HEALTH_FAILURES`` probes in a row goes to ``error``
+        (published, so ``/ws/monitor`` subscribers see the change); ``failures`` carries the counts."""
+        for dep in list(self._deployments.values()):
+            if dep.state is not DeploymentState.RUNNING:
+                failures.pop(dep.id, None)
+                continue
+            problem = await dep.probe()
+            if problem is None:
+                failures.pop(dep.id, None)
+                continue
+            failures[dep.id] = failures.get(dep.id, 0) + 1
+            dep.log("warning", f"health check {failures[dep.id]}/{HEALTH_FAILURES} failed: {problem}")
+            if failures[dep.id] >= HEALTH_FAILURES:
+                failures.pop(dep.id, None)
+                dep.fail(f"{problem} ({HEALTH_FAILURES} health checks in a row)")
 
     # -- keep-alive ---------------------------------------------------------------
     async def _idle_loop(self) -> None:

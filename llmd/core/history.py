@@ -5,7 +5,9 @@ deployment's queue and slots) is one transaction of the store's
 ``metrics`` repository, which also rolls it up into 1 m, 5 m, 1 h and 1 d
 buckets. The blocking reads (psutil, NVML) run in a thread; the writes go
 through aiosqlite's thread: the event loop never waits on either. Once an
-hour each resolution is pruned to its retention.
+hour each resolution is pruned to its retention. After each sample the GPUs'
+figures are published (``/ws/monitor``'s ``gpu_metrics_update``) and the alert
+rules are evaluated on it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from pathlib import Path
 
 from llmd.config import MonitorConfig
 from llmd.core import system
+from llmd.core.alerts import Alerts
 from llmd.core.background import Background
+from llmd.core.events import EventBroker
 from llmd.core.fleet import Fleet
 from llmd.core.registry import Registry
 from llmd.core.requestlog import RequestLog, RequestStats
@@ -29,6 +33,7 @@ from llmd.store.metrics import RAW, MetricPoint, MetricsRepo
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 3600.0
+RECENT_S = 300.0  # the request-log window of the alert figures error_rate, response_time, requests_per_second
 Sample = dict[tuple[str, str], float]
 # The buckets a window can be read in.
 INTERVALS = {"1m": 60, "5m": 300, "1h": 3600, "1d": 86400}
@@ -98,8 +103,8 @@ def _combine(points_by_subject: dict[str, list[MetricPoint]], how: str) -> dict[
     return out
 
 
-def box_values(models_dir: Path) -> Sample:
-    """The machine's figures, ``(metric, subject) -> value`` (blocking: psutil and NVML)."""
+def read_box(models_dir: Path) -> tuple[Sample, system.GpuFigures]:
+    """The machine's figures, ``(metric, subject) -> value``, and the GPUs as read (blocking: psutil, NVML)."""
     res = system.resources(models_dir)
     load = system.machine_load()
     out: Sample = {
@@ -113,17 +118,44 @@ def box_values(models_dir: Path) -> Sample:
     }
     for gpu in res.gpu.devices:
         subject = f"gpu{gpu.index}"
-        out[("gpu_utilization", subject)] = gpu.utilization_percent
         out[("gpu_memory_used_bytes", subject)] = float(gpu.memory_used_bytes)
-    return out
+        # A figure the board does not report (utilization in MIG mode, power on some boards) is left out
+        # of the sample rather than stored as a made-up zero.
+        for metric, value in (("gpu_utilization", gpu.utilization_percent), ("gpu_temperature", gpu.temperature_c),
+                              ("gpu_power_w", gpu.power_usage_w)):
+            if value is not None:
+                out[(metric, subject)] = float(value)
+    return out, res.gpu
+
+
+def observe(values: Sample, gpus: system.GpuFigures, recent: dict[str, float]) -> dict[str, float]:
+    """The figures alert rules are written against (llmd.core.alerts.METRICS), from one sample, the GPUs
+    as read and the request log's last minutes (``recent``). A figure nobody measured is left out."""
+    obs = {name: values[(name, "")] for name in ("cpu_percent", "memory_percent", "disk_percent", "load_1m")
+           if (name, "") in values}
+    for name, figures in (("gpu_utilization", [g.utilization_percent for g in gpus.devices]),
+                          ("gpu_temperature", [g.temperature_c for g in gpus.devices]),
+                          ("gpu_power_usage", [g.power_usage_w for g in gpus.devices]),
+                          ("gpu_memory_percent", [g.memory_used_bytes / g.memory_total_bytes * 100
+                                                  for g in gpus.devices if g.memory_total_bytes])):
+            known = [f for f in figures if f is not None]
+            if known:
+                obs[name] = max(known)  # the busiest, hottest, fullest GPU
+    obs["queue_depth"] = sum(v for (m, _), v in values.items() if m == "queue_depth")
+    obs["active_slots"] = sum(v for (m, _), v in values.items() if m == "active_slots")
+    obs.update(recent)
+    return obs
 
 
 class History:
     """Samples into the metrics history on a timer, and prunes it."""
 
     def __init__(self, config: MonitorConfig, repo: MetricsRepo, fleet: Fleet, background: Background,
-                 models_dir: Path, requests: RequestLog, registry: Registry) -> None:
+                 models_dir: Path, requests: RequestLog, registry: Registry, *, events: EventBroker,
+                 alerts: Alerts | None = None) -> None:
         self.config = config  # read at every tick: a changed interval applies from the next sample
+        self.events = events
+        self.alerts = alerts
         self.repo = repo
         self.requests = requests
         self.registry = registry
@@ -133,13 +165,26 @@ class History:
         self.samples = 0
         self.failures = 0
         self.last_sample_s = 0.0  # how long the last sample took (reads and write)
+        self.last_values: Sample = {}  # the last sample written (for /metrics)
+        self.last_ts: float | None = None
         self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()  # set when monitor.interval_s changes: the next sample is timed anew
         self._last_prune = float("-inf")  # the first sample prunes
 
     def start(self) -> None:
         """Begin sampling (the first sample at once); ``monitor.interval_s`` 0 keeps no history."""
         if self._task is None and self.config.interval_s > 0:
             self._task = self.background.spawn(self._run())
+
+    def reschedule(self) -> None:
+        """``monitor.interval_s`` changed at run time: start, stop, or re-time the sampling."""
+        if self.config.interval_s > 0 and self._task is None:
+            self.start()
+        elif self.config.interval_s <= 0 and self._task is not None:
+            self._task.cancel()
+            self._task = None
+        else:
+            self._wake.set()
 
     async def stop(self) -> None:
         """Stop sampling; a sample being written is finished or rolled back, never half-written."""
@@ -226,22 +271,45 @@ class History:
         return MetricsWindow(start, end, interval, rows, summary)
 
     async def sample_once(self, now: float | None = None) -> Sample:
-        """Take one sample and write it; returns what was written."""
+        """Take one sample and write it, publish each GPU's figures (``gpu.<index>``) and evaluate the
+        alert rules on it; returns what was written."""
         started = time.monotonic()
-        values = await asyncio.to_thread(box_values, self.models_dir)
+        ts = time.time() if now is None else now
+        values, gpus = await asyncio.to_thread(read_box, self.models_dir)
         values.update(self.deployment_values())
-        await self.repo.add_sample(time.time() if now is None else now, values)
+        await self.repo.add_sample(ts, values)
         self.samples += 1
+        self.last_values, self.last_ts = values, ts
+        for device in gpus.devices:
+            self.events.publish(f"gpu.{device.index}", system.GpuReading(ts, device))
+        if self.alerts is not None:
+            await self.alerts.evaluate(observe(values, gpus, await self.recent_requests(ts)), ts)
         self.last_sample_s = time.monotonic() - started
         return values
 
+    async def recent_requests(self, now: float) -> dict[str, float]:
+        """``error_rate``, ``requests_per_second`` and ``response_time`` (mean seconds) of the requests that
+        finished in the last ``RECENT_S`` (no requests: no response time, and no errors)."""
+        stats = await self.requests.window_by_model(now - RECENT_S, now)
+        total = sum(s.requests for s in stats.values())
+        out = {"error_rate": sum(s.failed for s in stats.values()) / total if total else 0.0,
+               "requests_per_second": total / RECENT_S}
+        mean = await self.requests.average_response_s(now - RECENT_S, now)
+        if mean is not None:
+            out["response_time"] = mean
+        return out
+
     async def prune(self, now: float | None = None) -> int:
-        """Drop what is older than each resolution's retention (0: kept forever)."""
+        """Drop what is older than each resolution's retention (0: kept forever), and alert history older
+        than ``alerts.keep_history_d``."""
         c = self.config
         keep = {RAW: c.keep_raw_h * 3600, 60: c.keep_1m_d * 86400, 300: c.keep_5m_d * 86400,
                 3600: c.keep_1h_d * 86400, 86400: c.keep_1d_d * 86400}
-        return await self.repo.prune({res: s for res, s in keep.items() if s > 0},
-                                     time.time() if now is None else now)
+        now = time.time() if now is None else now
+        removed = await self.repo.prune({res: s for res, s in keep.items() if s > 0}, now)
+        if self.alerts is not None:
+            removed += await self.alerts.prune_history(self.alerts.config.keep_history_d, now)
+        return removed
 
     async def _run(self) -> None:
         while not self.background.stopping:
@@ -255,4 +323,8 @@ class History:
             except Exception:  # noqa: BLE001 - a failed sample is logged and counted; the next one comes
                 self.failures += 1
                 log.exception("metrics sample failed")
-            await asyncio.sleep(max(0.1, self.config.interval_s))
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(0.1, self.config.interval_s))
+            except TimeoutError:
+                pass

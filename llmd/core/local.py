@@ -236,6 +236,12 @@ class LocalDeployment(Deployment):
         return self.loaded
 
     # -- work -----------------------------------------------------------
+    async def probe(self) -> str | None:
+        """Serving needs the generation thread: one that died (a crash inside llama.cpp) is unhealthy."""
+        if self._thread is not None and not self._thread.is_alive():
+            return "the generation thread has stopped"
+        return None
+
     async def generate(self, req: GenerateRequest) -> Generation:
         """Render, tokenize, check and queue ``req``; errors surface here, before any streaming."""
         loaded = self._model()

@@ -48,6 +48,14 @@ class LiveState:
     process_rss_bytes: int = 0
     system_memory_total_bytes: int = 0
     system_memory_available_bytes: int = 0
+    box: dict[tuple[str, str], float] = field(default_factory=dict)  # the last sample of the metrics history
+    box_ts: float | None = None
+    monitor_samples: int = 0
+    monitor_failures: int = 0
+    monitor_sample_seconds: float = 0.0
+    firing: list[tuple[str, str, str]] = field(default_factory=list)  # (rule id, name, severity) firing now
+    notifications_sent: dict[str, int] = field(default_factory=dict)
+    notifications_failed: dict[str, int] = field(default_factory=dict)
 
 
 class Metrics:
@@ -66,6 +74,11 @@ class Metrics:
             "llmd_prompt_tokens", "Prompt tokens evaluated", ("model",), registry=r)
         self.completion_tokens = Counter(
             "llmd_completion_tokens", "Completion tokens generated", ("model",), registry=r)
+        self.prompt_seconds = Counter(
+            "llmd_prompt_seconds", "Time spent evaluating prompts (first token minus queueing), seconds",
+            ("model",), registry=r)
+        self.generation_seconds = Counter(
+            "llmd_generation_seconds", "Time spent generating after the first token, seconds", ("model",), registry=r)
         self.ttft_seconds = Histogram(
             "llmd_time_to_first_token_seconds", "Time from submission to the first token, seconds",
             ("model",), buckets=TTFT_BUCKETS, registry=r)
@@ -82,7 +95,10 @@ class Metrics:
         self.completion_tokens.labels(model).inc(result.usage.completion_tokens)
         self.inference_seconds.observe(max(0.0, result.timings.duration_s))
         if result.usage.completion_tokens:
-            self.ttft_seconds.labels(model).observe(max(0.0, result.timings.ttft_s))
+            t = result.timings
+            self.ttft_seconds.labels(model).observe(max(0.0, t.ttft_s))
+            self.prompt_seconds.labels(model).inc(max(0.0, t.ttft_s - t.queued_s))
+            self.generation_seconds.labels(model).inc(max(0.0, t.duration_s - t.ttft_s))
 
     def observe_rate_limited(self, dialect: str) -> None:
         """Count one request refused by the rate limiter."""
@@ -120,8 +136,22 @@ def live_families(live: LiveState) -> Iterable[Metric]:
                               labels=["model", "state"])
     completed = CounterMetricFamily("llmd_deployment_completed_requests",
                                     "Requests finished by the current deployment of each model", labels=["model"])
+    # llama-server's names for the same figures, so its dashboards carry over
+    processing = GaugeMetricFamily("llmd_requests_processing", "Requests generating now", labels=["model"])
+    deferred = GaugeMetricFamily("llmd_requests_deferred", "Requests waiting for a slot", labels=["model"])
+    kv_tokens = GaugeMetricFamily("llmd_kv_cache_tokens", "KV-cache cells in use (running and cached prompts)",
+                                  labels=["model"])
+    kv_ratio = GaugeMetricFamily("llmd_kv_cache_usage_ratio", "KV-cache cells in use over the cells there are",
+                                 labels=["model"])
     for d in live.deployments:
         model = str(d.model)
+        processing.add_metric([model], d.active)
+        deferred.add_metric([model], d.queued)
+        kv_used, kv_cap = d.scheduler.get("kv_cache_tokens"), d.scheduler.get("kv_cache_capacity")
+        if kv_used is not None:
+            kv_tokens.add_metric([model], kv_used)
+            if kv_cap:
+                kv_ratio.add_metric([model], kv_used / kv_cap)
         queued.add_metric([model], d.queued)
         capacity.add_metric([model], d.queue_size)
         slots.add_metric([model], d.active)
@@ -131,7 +161,9 @@ def live_families(live: LiveState) -> Iterable[Metric]:
         for s in DeploymentState:
             state.add_metric([model, s.value], 1 if d.state is s else 0)
         completed.add_metric([model], d.completed)
-    yield from (queued, capacity, slots, total_slots, loaded, state, completed)
+    yield from (queued, capacity, slots, total_slots, loaded, state, completed, processing, deferred, kv_tokens,
+                kv_ratio)
+    yield from box_families(live)
 
     cpu = CounterMetricFamily("llmd_process_cpu_seconds", "CPU time of the llmd process (user + system)")
     cpu.add_metric([], live.process_cpu_seconds)
@@ -142,3 +174,42 @@ def live_families(live: LiveState) -> Iterable[Metric]:
     avail = GaugeMetricFamily("llmd_system_memory_available_bytes", "Memory available to new processes")
     avail.add_metric([], live.system_memory_available_bytes)
     yield from (cpu, rss, total, avail)
+
+
+# The box's figures of the metrics history's last sample: metric -> (family, help, label of the subject).
+BOX_GAUGES = {
+    "cpu_percent": ("llmd_system_cpu_percent", "CPU use of the machine at the last sample, percent", None),
+    "memory_percent": ("llmd_system_memory_percent", "Memory use of the machine at the last sample, percent", None),
+    "disk_percent": ("llmd_system_disk_percent", "Use of the models' file system at the last sample, percent", None),
+    "load_1m": ("llmd_system_load1", "One-minute load average at the last sample", None),
+    "gpu_utilization": ("llmd_gpu_utilization_percent", "GPU utilization at the last sample, percent", "gpu"),
+    "gpu_memory_used_bytes": ("llmd_gpu_memory_used_bytes", "GPU memory in use at the last sample", "gpu"),
+    "gpu_temperature": ("llmd_gpu_temperature_celsius", "GPU temperature at the last sample", "gpu"),
+    "gpu_power_w": ("llmd_gpu_power_watts", "GPU power draw at the last sample", "gpu"),
+}
+
+
+def box_families(live: LiveState) -> Iterable[Metric]:
+    """The monitor's figures: the last sample, the sampler's own counts, firing alerts, notifications."""
+    for metric, (name, help_text, label) in BOX_GAUGES.items():
+        family = GaugeMetricFamily(name, help_text, labels=[label] if label else None)
+        for (m, subject), value in sorted(live.box.items()):
+            if m == metric:
+                family.add_metric([subject] if label else [], value)
+        yield family
+    samples = CounterMetricFamily("llmd_monitor_samples", "Samples written to the metrics history")
+    samples.add_metric([], live.monitor_samples)
+    failures = CounterMetricFamily("llmd_monitor_sample_failures", "Samples of the metrics history that failed")
+    failures.add_metric([], live.monitor_failures)
+    took = GaugeMetricFamily("llmd_monitor_sample_seconds", "How long the last sample took (reads and write)")
+    took.add_metric([], live.monitor_sample_seconds)
+    firing = GaugeMetricFamily("llmd_alerts_firing", "1 for each alert rule firing now",
+                               labels=["alert_id", "rule_name", "severity"])
+    for rule_id, name, severity in live.firing:
+        firing.add_metric([rule_id, name, severity], 1)
+    notified = CounterMetricFamily("llmd_alert_notifications", "Alert notifications by channel and outcome",
+                                   labels=["channel", "outcome"])
+    for outcome, counts in (("sent", live.notifications_sent), ("failed", live.notifications_failed)):
+        for channel, n in sorted(counts.items()):
+            notified.add_metric([channel, outcome], n)
+    yield from (samples, failures, took, firing, notified)

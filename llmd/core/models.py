@@ -191,9 +191,11 @@ class Models:
         """Start the model in the background (``force``: restart a running one with the new settings).
 
         The task fails with OPERATION_TIMEOUT, INSUFFICIENT_RESOURCES (with
-        the figures) or the engine's own error.
+        the figures) or the engine's own error. No ``timeout``:
+        ``deployments.start_timeout_s`` (300 s, the LLM Inference Service API's default).
         """
         model = await self.get(ref)
+        timeout = self.config.deployments.start_timeout_s if timeout is None else timeout
 
         async def work(task: Task) -> Lifecycle:
             task.message = f"starting '{model.name}'"
@@ -204,8 +206,10 @@ class Models:
         return Accepted(self.tasks.spawn("start", model.name, work), model, "start")
 
     async def stop(self, ref: str, *, force: bool = False, timeout: float | None = None) -> Accepted:
-        """Stop the model in the background; without ``force`` running generations may finish until ``timeout``."""
+        """Stop the model in the background; without ``force`` running generations may finish until ``timeout``
+        (default ``deployments.stop_timeout_s``, 60 s)."""
         model = await self.get(ref)
+        timeout = self.config.deployments.stop_timeout_s if timeout is None else timeout
 
         async def work(task: Task) -> Lifecycle:
             task.message = f"stopping '{model.name}'"
@@ -216,8 +220,10 @@ class Models:
         return Accepted(self.tasks.spawn("stop", model.name, work), model, "stop")
 
     async def restart(self, ref: str, *, force: bool = False, timeout: float | None = None) -> Accepted:
-        """Stop (as :meth:`stop`) and start again with the same settings, in the background."""
+        """Stop (as :meth:`stop`) and start again with the same settings, in the background; ``timeout``
+        (default ``deployments.start_timeout_s``) bounds each."""
         model = await self.get(ref)
+        timeout = self.config.deployments.start_timeout_s if timeout is None else timeout
 
         async def work(task: Task) -> Lifecycle:
             task.message = f"restarting '{model.name}'"

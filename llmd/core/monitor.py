@@ -10,21 +10,27 @@ text. The blocking samples (psutil, NVML) run in threads; see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterable
 
 import psutil
 
 from llmd import __version__
 from llmd.config import Config
 from llmd.core import system
+from llmd.core.alerts import AlertEvent, Alerts
 from llmd.core.auth import Auth
 from llmd.core.background import Background
 from llmd.core.deployment import Deployment, DeploymentInfo
+from llmd.core.events import EventBroker, Subscription
 from llmd.core.fleet import Fleet
+from llmd.core.history import History
 from llmd.core.metrics import LiveState, Metrics
+from llmd.core.registry import Registry
 from llmd.core.requestlog import RequestLog, RequestTotals
 from llmd.core.streams import OpenStreams
 from llmd.core.types import DeploymentState
@@ -99,6 +105,83 @@ class SystemHealth:
 
 
 @dataclass(frozen=True)
+class SystemStatus:
+    """The box at a glance: the health verdict, the models by state, CPU, memory and disk use, the GPUs."""
+
+    health: SystemHealth
+    uptime_s: float
+    models: dict[str, int]  # total, and each deployment state (a model with no deployment is stopped)
+    cpu_percent: float
+    memory_percent: float
+    disk_percent: float
+    gpu: system.GpuFigures
+    version: str = __version__
+
+
+@dataclass(frozen=True)
+class ModelStatusChange:
+    """A deployment changed state (``/ws/monitor``'s ``model_status_update``)."""
+
+    model_id: str | None  # the LLM Inference Service API's model-<n>; None once the model is gone
+    deployment: DeploymentInfo
+    ts: float
+
+
+# What /ws/monitor may subscribe to -> the broker topics that feed it.
+WATCH_TOPICS = {"model_status": "deployment.*", "gpu_metrics": "gpu.*", "system_alerts": "alert.*"}
+WatchEvent = tuple[str, "ModelStatusChange | system.GpuReading | AlertEvent"]
+
+
+class Watch:
+    """One subscriber's feed of model status changes, GPU readings and alert events."""
+
+    def __init__(self, monitor: Monitor, subscription: contextlib.AbstractContextManager[Subscription]) -> None:
+        self.monitor = monitor
+        self._cm = subscription
+        self._sub = subscription.__enter__()  # subscribed before any state is read: no change is lost
+
+    def close(self) -> None:
+        """Unsubscribe."""
+        self._cm.__exit__(None, None, None)
+
+    async def current(self, kinds: Iterable[str]) -> list[WatchEvent]:
+        """The state now of ``kinds``: each live deployment, each GPU, each firing alert."""
+        kinds, now, out = set(kinds), time.time(), []
+        m = self.monitor
+        if "model_status" in kinds:
+            out += [("model_status", await m._status_change(d.info(), now)) for d in m.fleet.live()]
+        if "gpu_metrics" in kinds:
+            gpus = await asyncio.to_thread(system.gpus)
+            out += [("gpu_metrics", system.GpuReading(now, g)) for g in gpus.devices]
+        if "system_alerts" in kinds:
+            out += [("system_alerts", AlertEvent(0, r.id, r.name, r.severity, "firing", str(r.condition),
+                                                 r.last_value, f"{r.name}: firing since {_clock(r.since)}",
+                                                 r.since or now)) for r in m.alerts.firing()]
+        return out
+
+    async def next(self, timeout: float) -> WatchEvent | None:
+        """The next change, or ``None`` after ``timeout`` seconds of quiet."""
+        kinds = {topic.split(".")[0]: kind for kind, topic in WATCH_TOPICS.items()}
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            item = await self._sub.get(timeout=left)
+            if item is None:
+                return None
+            topic, payload = item
+            kind = kinds[topic.split(".")[0]]
+            if isinstance(payload, DeploymentInfo):
+                return kind, await self.monitor._status_change(payload, time.time())
+            if isinstance(payload, (system.GpuReading, AlertEvent)):
+                return kind, payload
+            # other events under these topics (an eviction's note) are not this feed's
+        return None
+
+
+def _clock(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "now"
+
+
+@dataclass(frozen=True)
 class ProcessUsage:
     """The process that serves a running deployment: its memory (the model's part) and CPU."""
 
@@ -106,6 +189,7 @@ class ProcessUsage:
     memory_bytes: int  # the model's share: the whole process for an external engine, the estimate in process
     external: bool
     deployment: DeploymentInfo
+    gpu_memory_bytes: int = 0  # what NVML says the process (and its children) holds on the GPUs
 
 
 class Monitor:
@@ -113,8 +197,13 @@ class Monitor:
 
     def __init__(self, config: Config, engine_name: str, fleet: Fleet, *, streams: OpenStreams,
                  store_check: Callable[[], Awaitable[bool]], background: Background, auth: Auth,
-                 metrics: Metrics, requests: RequestLog) -> None:
+                 metrics: Metrics, requests: RequestLog, registry: Registry, events: EventBroker,
+                 alerts: Alerts, history: History) -> None:
         self.config = config
+        self.history = history
+        self.events = events
+        self.alerts = alerts
+        self.registry = registry
         self.engine_name = engine_name
         self.fleet = fleet
         self.streams = streams
@@ -189,25 +278,59 @@ class Monitor:
         status = "unhealthy" if "error" in states else "degraded" if "warning" in states else "healthy"
         return SystemHealth(status, checks)
 
+    async def system_status(self) -> SystemStatus:
+        """The health verdict, the models by state, the machine's use and the GPUs (sampled in threads)."""
+        health = await self.system_health()
+        res = await asyncio.to_thread(system.resources, self.config.models_dir)
+        states = {d.model.name: d.state.value for d in self.fleet.live()}
+        names = [m.name for m in await self.registry.list()]
+        models = {"total": len(names), **{s.value: 0 for s in DeploymentState}}
+        for name in names:
+            models[states.get(name, DeploymentState.STOPPED.value)] += 1
+        return SystemStatus(health, round(self.background.uptime_s, 3), models, res.cpu.usage_percent,
+                            res.memory.usage_percent, res.disk.usage_percent, res.gpu)
+
+    async def gpus(self) -> system.GpuFigures:
+        """Every GPU through NVML (utilization, memory, temperature, power, processes), read in a thread;
+        none, with a ``reason``, when there is no driver."""
+        return await asyncio.to_thread(system.gpus)
+
+    def watch(self) -> Watch:
+        """A feed for ``/ws/monitor``: :meth:`Watch.current` is the state now, :meth:`Watch.next` each change
+        after the feed was opened. Close it when done."""
+        return Watch(self, self.events.subscribe(*WATCH_TOPICS.values()))
+
+    async def _status_change(self, info: DeploymentInfo, ts: float) -> ModelStatusChange:
+        model = await self.registry.find(info.model)
+        return ModelStatusChange(model.external_id if model is not None else None, info, ts)
+
     async def usage(self, dep: Deployment | None) -> ProcessUsage | None:
         """The memory and CPU of the process serving a running deployment (sampled over 0.1 s in a thread)."""
         if dep is None or dep.state is not DeploymentState.RUNNING or dep.pid is None:
             return None
         external = dep.kind != "llama.cpp"
-        figures = await asyncio.to_thread(system.process_tree, dep.pid, external)
+        figures, gpus = await asyncio.gather(asyncio.to_thread(system.process_tree, dep.pid, external),
+                                             asyncio.to_thread(system.gpus))
         if figures is None:
             return None
         # The in-process engine shares the daemon's process: the model's part is its estimate
         # (weights and KV cache); an external engine's process is all the model's.
         memory = figures.rss_bytes if external or not dep.memory_bytes else dep.memory_bytes
-        return ProcessUsage(figures, memory, external, dep.info())
+        pids = set(figures.pids) if figures.pids else {dep.pid}
+        gpu_memory = sum(p.memory_bytes or 0 for g in gpus.devices for p in g.processes if p.pid in pids)
+        return ProcessUsage(figures, memory, external, dep.info(), gpu_memory)
 
     def metrics_text(self) -> bytes:
         """The Prometheus text: event metrics plus live figures read now (microseconds of /proc reads)."""
         proc = psutil.Process()
         cpu = proc.cpu_times()
         vm = psutil.virtual_memory()
+        h, counters = self.history, self.alerts.counters
         return self.metrics.render(LiveState(
             active_connections=self.streams.active, deployments=[d.info() for d in self.fleet.live()],
             process_cpu_seconds=float(cpu.user + cpu.system), process_rss_bytes=int(proc.memory_info().rss),
-            system_memory_total_bytes=int(vm.total), system_memory_available_bytes=int(vm.available)))
+            system_memory_total_bytes=int(vm.total), system_memory_available_bytes=int(vm.available),
+            box=dict(h.last_values), box_ts=h.last_ts, monitor_samples=h.samples, monitor_failures=h.failures,
+            monitor_sample_seconds=h.last_sample_s,
+            firing=[(r.id, r.name, r.severity) for r in self.alerts.firing()],
+            notifications_sent=dict(counters.sent), notifications_failed=dict(counters.failed)))

@@ -94,6 +94,13 @@ class Plan:
     needed: int
     budget: int
     in_use: int
+    running: int = 0  # live deployments beside the one to start
+    max_running: int = 0  # deployments.max_running (0: no count bound)
+
+    @property
+    def too_many(self) -> bool:
+        """Refused for the count of deployments rather than for memory."""
+        return bool(self.max_running) and self.needed + self.in_use <= self.budget
 
     def figures(self, deployments: Iterable[Any]) -> dict[str, Any]:
         """The figures an InsufficientResourcesError carries, in MiB."""
@@ -102,6 +109,8 @@ class Plan:
             "budget_mb": round(self.budget / MIB, 1),
             "in_use_mb": round(self.in_use / MIB, 1),
             "available_mb": round(max(0, self.budget - self.in_use) / MIB, 1),
+            "running": self.running,
+            "max_running": self.max_running,
             "deployments": [
                 {"model": d.model.name, "deployment_id": d.id, "state": d.state.value,
                  "memory_mb": round(d.memory_bytes / MIB, 1), "pinned": d.pinned, "idle": d.is_idle()}
@@ -110,21 +119,26 @@ class Plan:
         }
 
 
-def plan(needed: int, budget: int, live: list[Any]) -> Plan:
-    """Decide whether ``needed`` bytes fit beside the ``live`` deployments.
+def plan(needed: int, budget: int, live: list[Any], max_running: int = 0) -> Plan:
+    """Decide whether ``needed`` bytes fit beside the ``live`` deployments, and whether one more
+    deployment stays within ``max_running`` (0: no count bound).
 
-    Evicts, in least-recently-used order, idle unpinned deployments until it
-    fits; if even evicting all of them is not enough, ``fits`` is False and
+    Evicts, in least-recently-used order, idle unpinned deployments until both
+    hold; if even evicting all of them is not enough, ``fits`` is False and
     ``evict`` is empty (nothing should be evicted for a start that fails anyway).
     """
     in_use = sum(d.memory_bytes for d in live)
-    if needed + in_use <= budget:
-        return Plan(True, [], needed, budget, in_use)
+
+    def fits(evicted: int, freed: int) -> bool:
+        return needed + in_use - freed <= budget and (not max_running or len(live) - evicted + 1 <= max_running)
+
+    if fits(0, 0):
+        return Plan(True, [], needed, budget, in_use, len(live), max_running)
     candidates = sorted((d for d in live if not d.pinned and d.is_idle()), key=lambda d: d.last_used)
     evict, freed = [], 0
     for d in candidates:
         evict.append(d)
         freed += d.memory_bytes
-        if needed + in_use - freed <= budget:
-            return Plan(True, evict, needed, budget, in_use)
-    return Plan(False, [], needed, budget, in_use)
+        if fits(len(evict), freed):
+            return Plan(True, evict, needed, budget, in_use, len(live), max_running)
+    return Plan(False, [], needed, budget, in_use, len(live), max_running)

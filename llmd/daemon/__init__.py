@@ -5,7 +5,9 @@ the background), create the listening sockets, serve. ``READY=1`` goes to
 systemd only after a real HTTP request to ``/health`` has been answered on
 both sockets. On SIGTERM: ``STOPPING=1``, open streams get a final event,
 Hypercorn stops accepting and drains within the grace period, the store is
-closed cleanly.
+closed cleanly. On SIGHUP: ``RELOADING=1``, the config file is read again and
+what changed is applied (stored overrides still win; see
+:mod:`llmd.core.settings`), then ``READY=1``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import logging
 import os
 import signal
 import sys
+import time
+from typing import Callable
 
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config as HypercornConfig
@@ -25,6 +29,7 @@ from hypercorn.utils import wrap_app
 from llmd import __version__
 from llmd.config import Config, load_config, render_config
 from llmd.core import Core
+from llmd.core.settings import apply_stored
 from llmd.daemon.listeners import PortListeners
 from llmd.daemon.sockets import ListenError, PeerCheckedSocket, open_tcp, open_unix, probe_host, probe_http
 from llmd.errors import ConfigError
@@ -32,6 +37,7 @@ from llmd.http import create_app
 from llmd.http.port_app import PortApp
 from llmd.notify import Notifier
 from llmd.store import Store
+from llmd.store.settings import read_overrides
 
 log = logging.getLogger("llmd")
 
@@ -74,9 +80,11 @@ def flags_from_args(args: argparse.Namespace) -> dict[str, object]:
 class Daemon:
     """One run of the daemon."""
 
-    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
+    def __init__(self, config: Config, notifier: Notifier | None = None,
+                 reread: Callable[[], Config] | None = None) -> None:
         self.config = config
         self.notifier = notifier or Notifier()
+        self.reread = reread  # the file, environment and flags read again (SIGHUP)
         self.stop_event = asyncio.Event()
         self.store = Store(config.db_path)
         self.core: Core | None = None
@@ -89,6 +97,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
 
         try:
             tcp = open_tcp(cfg.server.host, cfg.server.port)
@@ -165,6 +174,30 @@ class Daemon:
         log.info("ready")
         await self.notifier.watchdog()
 
+    def request_reload(self) -> None:
+        """SIGHUP: re-read the config file in the background (signal handler)."""
+        if self.core is None or self.reread is None or self.stop_event.is_set():
+            log.info("SIGHUP ignored: %s", "stopping" if self.stop_event.is_set() else "not started yet")
+            return
+        self.core.background.spawn(self.reload())
+
+    async def reload(self) -> None:
+        """Re-read the file and apply what changed; systemd sees RELOADING=1, then READY=1 again."""
+        assert self.core is not None and self.reread is not None
+        self.notifier.send(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        try:
+            fresh = await asyncio.to_thread(self.reread)
+            change = await self.core.settings.reload(fresh)
+            self.notifier.status(f"reloaded: {len(change.applied)} applied, "
+                                 f"{len(change.restart_required)} wait for a restart")
+            if change.restart_required:
+                log.warning("changed settings that need a restart: %s", ", ".join(change.restart_required))
+        except ConfigError as exc:
+            log.error("reload refused, the running settings stay: %s", exc)
+            self.notifier.status(f"reload refused: {exc}")
+        finally:
+            self.notifier.send("READY=1")
+
     def request_stop(self, sig: int | None = None) -> None:
         """Begin a graceful stop (signal handler)."""
         if self.stop_event.is_set():
@@ -194,16 +227,22 @@ def setup_logging(level: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``llmd``."""
     args = parse_args(argv)
+
+    def reread() -> Config:
+        return load_config(args.config, flags=flags_from_args(args))
+
     try:
-        config = load_config(args.config, flags=flags_from_args(args))
+        config = reread()
     except ConfigError as exc:
         sys.stderr.write(f"llmd: config error: {exc}\n")  # one line, before logging exists
         return 2
+    # Settings changed at run time (PUT /api/config) win over the file, here as in the daemon.
+    config = apply_stored(config, read_overrides(config.db_path))
     if args.print_config:
         sys.stdout.write(render_config(config))
         return 0
     setup_logging(config.log.level)
     try:
-        return asyncio.run(Daemon(config).run())
+        return asyncio.run(Daemon(config, reread=reread).run())
     except KeyboardInterrupt:
         return 130

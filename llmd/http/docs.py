@@ -101,6 +101,8 @@ PATH_EXAMPLES: dict[str, dict[str, str]] = {
     "POST /api/models/{hub_id}/favorite": {"hub_id": HUB_REPO},
     "DELETE /api/models/{hub_id}/favorite": {"hub_id": HUB_REPO},
     "GET /docs/assets/{name}": {"name": "swagger-ui.css"},
+    **{f"{op} /api/config/alerts/{{alert_id}}{tail}": {"alert_id": "threshold-gpu_utilization_high"}
+       for op, tail in (("GET", ""), ("POST", "/enable"), ("POST", "/disable"))},
 }
 
 # "METHOD /openapi/path" -> an example body, for the bodies declared next to their routes (the
@@ -124,6 +126,7 @@ _MODEL = "/api/models/{model_id}"
 _TASK = "/api/downloads/task_{task_key}"
 _DEPLOYMENT = "/api/deployments/{deployment_id}"
 _HUB = "/api/models/{hub_id}"
+_ALERT = "/api/config/alerts/{alert_id}"
 
 
 def _model_links(expr: str, *, destructive: bool) -> list[Link]:
@@ -195,6 +198,14 @@ LINKS: dict[str, list[Link]] = {
     f"POST {_MODEL}/stop": [_LIFECYCLE_TASK, ("start", f"POST {_MODEL}/start", {"path.model_id": _SAME_MODEL}, None),
                             ("delete", f"DELETE {_MODEL}", {"path.model_id": _SAME_MODEL}, None)],
     f"POST {_MODEL}/restart": [_LIFECYCLE_TASK, ("stop", f"POST {_MODEL}/stop", {"path.model_id": _SAME_MODEL}, None)],
+    # Alert rules: one rule's routes from its creation and from the list.
+    "POST /api/config/alerts": [(name, f"{method} {_ALERT}{tail}", {"path.alert_id": "$response.body#/id"}, None)
+                                for name, method, tail in (("get", "GET", ""), ("update", "PUT", ""),
+                                                           ("disable", "POST", "/disable"),
+                                                           ("enable", "POST", "/enable"), ("delete", "DELETE", ""))],
+    "GET /api/config/alerts": [("get", f"GET {_ALERT}", {"path.alert_id": "$response.body#/items/0/id"}, None),
+                               ("history", "GET /api/config/alerts/history",
+                                {"query.alert_id": "$response.body#/items/0/id"}, None)],
     # Admin API: a registered file, keys and users.
     "POST /llmd/v1/models": _model_links("$response.body#/model/id", destructive=True),
     "POST /llmd/v1/keys": [

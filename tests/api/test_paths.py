@@ -47,6 +47,8 @@ HUB_PATHS = {"/api/models/search", "/api/models/categories", "/api/models/trendi
              "/api/models/sync"}
 HUB_ID_ROUTE = re.compile(r"/api/models/.+/(?:info|favorite)", re.DOTALL)
 DOCS_PATHS = {"/docs", "/redoc", "/openapi.json"}
+# The LLM Manager's system routes inside the LLM Inference Service's /api/system/.
+MANAGER_SYSTEM = ("/api/system/resources", "/api/system/load", "/api/system/health")
 
 
 def expected_api(path: str) -> str:
@@ -55,7 +57,9 @@ def expected_api(path: str) -> str:
     path = "/" + path.lstrip("/")  # the router merges leading slashes (werkzeug)
     if path in HUB_PATHS or HUB_ID_ROUTE.fullmatch(path):
         return "llm_manager"
-    if path.startswith(("/api/models", "/api/monitoring/")):
+    if path.startswith(MANAGER_SYSTEM):
+        return "llm_manager"
+    if path.startswith(("/api/models", "/api/monitoring/", "/api/system/", "/api/config", "/ws/monitor")):
         return "inference_service"
     if path.startswith(("/api/chat/", "/api/completions/")) or path == "/api/health":
         return "llm_manager"
@@ -146,13 +150,14 @@ SHAPES: dict[str, str] = {
 
 # Where the shapes go, besides every parameter of every route under a shared prefix.
 SHARED_PREFIXES = ("/api/models", "/api/chat", "/api/completions", "/health", "/api/health", "/api/v1/health",
-                   "/api/v1/llm/health/", "/")
+                   "/api/v1/llm/health/", "/api/system", "/api/config", "/")
 METHODS = ("GET", "POST", "PUT", "DELETE")
 _PARAM = re.compile(r"<(?:\w+:)?\w+>")
 
 
 def _is_shared(path: str) -> bool:
-    return path.startswith(("/api/models", "/api/chat/", "/api/completions/")) or path in (
+    return path.startswith(("/api/models", "/api/chat/", "/api/completions/", "/api/system/",
+                            "/api/config")) or path in (
         "/health", "/api/health", "/api/v1/health", "/api/v1/llm/health/")
 
 

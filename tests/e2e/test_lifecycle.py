@@ -7,58 +7,14 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import httpx
 import pytest
-from daemonproc import DaemonProcess
+from daemonproc import DaemonProcess, NotifyListener
 from helpers import write_tiny_gguf
 
 pytestmark = pytest.mark.e2e
-
-
-class NotifyListener:
-    """A fake systemd: receives sd_notify datagrams and probes the TCP port on READY=1."""
-
-    def __init__(self, path, port):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.port = port
-        self.messages: list[str] = []
-        self.tcp_accepting_at_ready: bool | None = None
-        self.stop = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self.stop:
-            try:
-                data = self.sock.recv(4096).decode()
-            except TimeoutError:
-                continue
-            for line in data.split("\n"):
-                if line == "READY=1":
-                    try:
-                        socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                        self.tcp_accepting_at_ready = True
-                    except OSError:
-                        self.tcp_accepting_at_ready = False
-                self.messages.append(line)
-
-    def wait_for(self, message, timeout=120):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if message in self.messages:
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"no {message} within {timeout}s; got {self.messages}")
-
-    def close(self):
-        self.stop = True
-        self.thread.join()
-        self.sock.close()
 
 
 def test_sd_notify_ready_watchdog_stopping(short_tmp):

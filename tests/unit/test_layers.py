@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 HTTP = ROOT / "llmd" / "http"
 # What a handler may call on the core: its components' methods. ``streams`` and ``config`` are read,
 # not called (an SSE response counts itself in ``core.streams``).
-COMPONENTS = {"fleet", "inference", "models", "sessions", "downloads", "hub", "monitor", "auth", "history"}
+COMPONENTS = {"fleet", "inference", "models", "sessions", "downloads", "hub", "monitor", "auth", "history",
+              "settings", "alerts"}
 READ_ONLY = {"streams", "config"}
 
 

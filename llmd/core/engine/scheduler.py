@@ -313,4 +313,7 @@ class BatchScheduler:
             "prompt_tokens_cached": self.prompt_tokens_cached,
             "draft_tokens_sent": self.draft_tokens_sent,
             "draft_tokens_accepted": self.draft_tokens_accepted,
+            # KV-cache cells held (running sequences and the prompt cache of idle ones) and the cells there are
+            "kv_cache_tokens": sum(len(s.tokens) for s in self.slots),
+            "kv_cache_capacity": len(self.slots) * int(getattr(self.model, "n_ctx", 0) or 0),
         }

@@ -1,4 +1,5 @@
-"""The LLM Inference Service API: the model registry and lifecycle, per-model inference, tokens, monitoring.
+"""The LLM Inference Service API: the model registry and lifecycle, per-model inference, tokens, monitoring,
+system status, runtime configuration, alerts and the ``/ws/monitor`` WebSocket.
 
 Its routes live in one module per area; each has ``register(d, core)``.
 """
@@ -6,7 +7,15 @@ Its routes live in one module per area; each has ``register(d, core)``.
 from __future__ import annotations
 
 from llmd.core import Core
-from llmd.http.inference_service import auth_routes, model_routes, monitoring_routes
+from llmd.http.inference_service import (
+    alert_routes,
+    auth_routes,
+    config_routes,
+    model_routes,
+    monitoring_routes,
+    system_routes,
+    ws_routes,
+)
 from llmd.http.inference_service.envelope import ERROR_SCHEMA, render_error
 from llmd.http.routing import Dialect
 
@@ -14,7 +23,10 @@ from llmd.http.routing import Dialect
 def build(core: Core) -> Dialect:
     """The LLM Inference Service API with every route."""
     d = Dialect("inference_service", "LLM Inference Service API", render_error, ERROR_SCHEMA,
-                prefixes=("/api/models", "/api/auth/", "/api/tasks/", "/api/monitoring/"))
-    for module in (auth_routes, model_routes, monitoring_routes):
+                # /api/system/resources, /load and /health are the LLM Manager API's (longer prefixes win).
+                prefixes=("/api/models", "/api/auth/", "/api/tasks/", "/api/monitoring/", "/api/system/",
+                          "/api/config", "/ws/monitor"))
+    for module in (auth_routes, model_routes, monitoring_routes, system_routes, config_routes, alert_routes,
+                   ws_routes):
         module.register(d, core)
     return d

@@ -125,7 +125,8 @@ class LifecycleBody(StrictModel):
     force: bool = Field(default=False, description=(
         "start: restart a running model with the new settings; stop: cancel running generations at once."))
     timeout: Optional[Seconds] = Field(default=None, description=(
-        "Seconds; past it the task fails with OPERATION_TIMEOUT."))
+        "Seconds; past it the task fails with OPERATION_TIMEOUT. Default: 300 for a start or a restart, 60 for "
+        "a stop (GET /api/config's default_model_timeout; deployments.start_timeout_s and stop_timeout_s)."))
 
 
 class StartBody(LifecycleBody):

@@ -38,7 +38,8 @@ def resource_usage(u: ProcessUsage | None) -> dict[str, Any]:
     p = u.process
     return {"memory": round(u.memory_bytes / MB), "memory_bytes": u.memory_bytes,
             "process_memory": round(p.rss_bytes / MB), "cpu_percent": round(p.cpu_percent, 1),
-            "cpu_cores": round(p.cpu_percent / 100, 2), "gpu_memory": 0, "pid": p.pid, "threads": p.threads,
+            "cpu_cores": round(p.cpu_percent / 100, 2), "gpu_memory": round(u.gpu_memory_bytes / MB),
+            "gpu_memory_bytes": u.gpu_memory_bytes, "pid": p.pid, "threads": p.threads,
             "process": "external" if u.external else "llmd", "active_requests": u.deployment.active,
             "queued_requests": u.deployment.queued, "device": u.deployment.device,
             "deployment_id": u.deployment.deployment_id or None}

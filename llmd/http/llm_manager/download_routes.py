@@ -22,6 +22,7 @@ from llmd.http.fields import PageNumber, PageSize, StrictModel
 from llmd.http.format import pagination
 from llmd.http.llm_manager import translate as t
 from llmd.http.llm_manager.envelope import error_code, ok, render_error
+from llmd.http.relay import until_closed
 from llmd.http.routing import Dialect
 from llmd.http.sse import follow_events, sse, sse_json, sse_response
 
@@ -175,14 +176,7 @@ class DownloadSocket:
 
     async def _forward(self, feed: Any, reader: asyncio.Task) -> None:
         """Send the feed's snapshot (or the followed task's) and each change, until the client goes."""
-        while not reader.done():
-            getter = asyncio.ensure_future(feed.__anext__())
-            done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-            if getter not in done:
-                getter.cancel()
-                await asyncio.gather(getter, return_exceptions=True)
-                return
-            event = getter.result()
+        async for event in until_closed(feed.__anext__, reader):
             if event is None:
                 continue
             if event.kind == "snapshot":
