@@ -1,7 +1,8 @@
 """The metrics history: the box and its deployments, sampled every ``monitor.interval_s`` into SQLite.
 
 Each sample (CPU, memory, disk, load, this process, each GPU, each running
-deployment's queue and slots) is one transaction of the store's
+deployment's queue and slots, each model's tokens per second and time to first
+token since the last sample) is one transaction of the store's
 ``metrics`` repository, which also rolls it up into 1 m, 5 m, 1 h and 1 d
 buckets. The blocking reads (psutil, NVML) run in a thread; the writes go
 through aiosqlite's thread: the event loop never waits on either. Once an
@@ -42,7 +43,8 @@ FIELDS = {
     "cpu": {"cpu_percent": ("cpu_percent", "box"), "load_1m": ("load_1m", "box")},
     "memory": {"memory_percent": ("memory_percent", "box"), "memory_used": ("memory_used_bytes", "box")},
     "gpu": {"gpu_utilization": ("gpu_utilization", "mean"), "gpu_memory_used": ("gpu_memory_used_bytes", "sum")},
-    "model": {"queue_depth": ("queue_depth", "sum"), "active_slots": ("active_slots", "sum")},
+    "model": {"queue_depth": ("queue_depth", "sum"), "active_slots": ("active_slots", "sum"),
+              "tokens_per_second": ("tokens_per_second", "sum"), "ttft": ("ttft_s", "mean")},
 }
 BYTES_FIELDS = ("memory_used", "gpu_memory_used")  # shown in MiB, as the document's example does
 MAX_BUCKETS = 10_000
@@ -206,6 +208,7 @@ class History:
             # by model name: the APIs name models, and a model keeps its name across restarts
             out[("queue_depth", info.model)] = float(info.queued)
             out[("active_slots", info.model)] = float(info.active)
+            out[("tokens_per_second", info.model)] = 0.0  # until throughput() finds finished requests
         return out
 
     async def _by_subject(self, metric: str, resolution: int, start: float, end: float) -> dict[str, list[MetricPoint]]:
@@ -277,6 +280,8 @@ class History:
         ts = time.time() if now is None else now
         values, gpus = await asyncio.to_thread(read_box, self.models_dir)
         values.update(self.deployment_values())
+        values.update(await self.throughput(self.last_ts if self.last_ts is not None else ts - self.config.interval_s,
+                                            ts))
         await self.repo.add_sample(ts, values)
         self.samples += 1
         self.last_values, self.last_ts = values, ts
@@ -286,6 +291,18 @@ class History:
             await self.alerts.evaluate(observe(values, gpus, await self.recent_requests(ts)), ts)
         self.last_sample_s = time.monotonic() - started
         return values
+
+    async def throughput(self, start: float, end: float) -> Sample:
+        """Per model with requests that finished since the last sample: completion tokens per second over
+        the interval, and the mean time to first token (s)."""
+        out: Sample = {}
+        if end <= start:
+            return out
+        for name, stats in (await self.requests.window_by_model(start, end)).items():
+            out[("tokens_per_second", name)] = stats.tokens_per_second
+            if stats.avg_ttft_s is not None:
+                out[("ttft_s", name)] = stats.avg_ttft_s
+        return out
 
     async def recent_requests(self, now: float) -> dict[str, float]:
         """``error_rate``, ``requests_per_second`` and ``response_time`` (mean seconds) of the requests that

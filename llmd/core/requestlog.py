@@ -97,12 +97,15 @@ class RequestLog:
 
     async def window_by_model(self, start: float, end: float, model: str | None = None) -> dict[str, RequestStats]:
         """Per model name, the requests that finished in ``[start, end)`` (failures: errors and shutdowns;
-        cancelled requests count as requests, not failures); ``requests_per_second`` over the window."""
+        cancelled requests count as requests, not failures); ``requests_per_second`` and
+        ``tokens_per_second`` (completion tokens) over the window."""
         span = max(end - start, 1e-9)
         return {row["model"]: RequestStats(
             requests=row["requests"], failed=row["failed"], avg_duration_s=_seconds(row["avg_ms"]),
             max_duration_s=_seconds(row["max_ms"]), min_duration_s=_seconds(row["min_ms"]),
-            requests_per_second=row["requests"] / span) for row in await self.repo.window_by_model(start, end, model)}
+            avg_ttft_s=_seconds(row["avg_ttft_ms"]), completion_tokens=row["completion_tokens"],
+            requests_per_second=row["requests"] / span, tokens_per_second=row["completion_tokens"] / span)
+            for row in await self.repo.window_by_model(start, end, model)}
 
     async def totals(self) -> RequestTotals:
         """Counts and token sums over the whole log."""

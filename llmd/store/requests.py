@@ -57,14 +57,16 @@ class RequestLogRepo:
         return row["avg_ms"] if row else None
 
     async def window_by_model(self, start: float, end: float, model: str | None = None) -> list[dict[str, Any]]:
-        """Per model, the requests that finished in ``[start, end)``: counts, failures, durations (ms)."""
+        """Per model, the requests that finished in ``[start, end)``: counts, failures, durations and time to
+        first token (ms), completion tokens."""
         where, params = "ts >= ? AND ts < ? AND model IS NOT NULL", [start, end]
         if model is not None:
             where += " AND model = ?"
             params.append(model)
         return await self.store.fetchall(
             "SELECT model, COUNT(*) AS requests, COALESCE(SUM(status IN ('error','shutdown')),0) AS failed,"
-            " AVG(duration_ms) AS avg_ms, MAX(duration_ms) AS max_ms, MIN(duration_ms) AS min_ms"
+            " AVG(duration_ms) AS avg_ms, MAX(duration_ms) AS max_ms, MIN(duration_ms) AS min_ms,"
+            " AVG(ttft_ms) AS avg_ttft_ms, COALESCE(SUM(completion_tokens),0) AS completion_tokens"
             f" FROM request_log WHERE {where} GROUP BY model ORDER BY model", tuple(params))
 
     async def model_stats(self, model: str, *, recent_window_s: float = 60.0) -> dict[str, Any]:

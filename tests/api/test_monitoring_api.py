@@ -56,7 +56,8 @@ async def test_per_model_figures(app):
                                   "&metric_type=model&interval=5m")
     assert status == 200, body
     (bucket,) = body["metrics"]
-    assert bucket["models"] == [{"model_name": "tiny", "queue_depth": 0.0, "active_slots": 0.0}]
+    assert bucket["models"] == [{"model_name": "tiny", "queue_depth": 0.0, "active_slots": 0.0,
+                                 "tokens_per_second": 0.0}]
 
 
 @pytest.mark.parametrize("query, field", [

@@ -39,6 +39,14 @@ def test_history_and_performance_over_http_survive_kill_9(short_tmp):
         (model,) = body["metrics"][-1]["models"]
         assert model["model_name"] == "smollm2-135m-instruct" and model["queue_depth"] >= 0
 
+        def throughput():
+            body = httpx.get(f"{d.url}/api/monitoring/metrics", params={"interval": "1m", "metric_type": "model"},
+                             timeout=10).json()
+            return [m for b in body["metrics"] for m in b.get("models", []) if m.get("ttft")]
+
+        (busy, *_) = poll(throughput)  # the minute that held the chat: its tokens per second and first token
+        assert busy["tokens_per_second"] > 0 and 0 < busy["ttft"] < 60
+
         def performance():
             body = httpx.get(f"{d.url}/api/monitoring/performance", params={"time_range": "1h"}, timeout=10).json()
             return body if body["models"] and body["system"]["avg_cpu_percent"] is not None else None
