@@ -61,7 +61,7 @@ class Core:
     """The composition root: builds every component over one store and one engine, starts and stops them."""
 
     def __init__(self, config: Config, store: Store, engine: Engine, *,
-                 on_status: StatusHook | None = None) -> None:
+                 on_status: StatusHook | None = None, reread: Callable[[], Config] | None = None) -> None:
         self.config = config
         self.engine = engine
         # For wiring, the daemon and tests; components get their own repositories, and no
@@ -81,7 +81,7 @@ class Core:
         self.inference = Inference(self.fleet, max_batch_size=config.server.max_batch_size)
         self.sessions = ChatSessions(store.sessions, self.fleet, self.inference, self.background)
         self.tasks = TaskTracker(self.events)
-        self.settings = Settings(config, store.settings)
+        self.settings = Settings(config, store.settings, reread)
         self.settings.on_change(self._settings_applied)
         self.alerts = Alerts(config.alerts, store.alerts, self.events, self.background, Channels(config.alerts))
         self.history = History(config.monitor, store.metrics, self.fleet, self.background, config.models_dir,

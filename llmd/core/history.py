@@ -41,12 +41,15 @@ INTERVALS = {"1m": 60, "5m": 300, "1h": 3600, "1d": 86400}
 # What a metric type shows: field -> (stored metric, how the subjects are combined: "box", "mean" or "sum").
 FIELDS = {
     "cpu": {"cpu_percent": ("cpu_percent", "box"), "load_1m": ("load_1m", "box")},
-    "memory": {"memory_percent": ("memory_percent", "box"), "memory_used": ("memory_used_bytes", "box")},
+    "memory": {"memory_percent": ("memory_percent", "box"), "memory_used": ("memory_used_bytes", "box"),
+               "process_memory": ("process_rss_bytes", "box")},
     "gpu": {"gpu_utilization": ("gpu_utilization", "mean"), "gpu_memory_used": ("gpu_memory_used_bytes", "sum")},
     "model": {"queue_depth": ("queue_depth", "sum"), "active_slots": ("active_slots", "sum"),
-              "tokens_per_second": ("tokens_per_second", "sum"), "ttft": ("ttft_s", "mean")},
+              "tokens_per_second": ("tokens_per_second", "sum"), "ttft": ("ttft_s", "mean"),
+              "engine_memory": ("engine_rss_bytes", "sum")},
 }
-BYTES_FIELDS = ("memory_used", "gpu_memory_used")  # shown in MiB, as the document's example does
+# Shown in MiB, as the document's example does.
+BYTES_FIELDS = ("memory_used", "gpu_memory_used", "process_memory", "engine_memory")
 MAX_BUCKETS = 10_000
 # The performance report's ranges.
 TIME_RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
@@ -105,8 +108,9 @@ def _combine(points_by_subject: dict[str, list[MetricPoint]], how: str) -> dict[
     return out
 
 
-def read_box(models_dir: Path) -> tuple[Sample, system.GpuFigures]:
-    """The machine's figures, ``(metric, subject) -> value``, and the GPUs as read (blocking: psutil, NVML)."""
+def read_box(models_dir: Path, engines: dict[str, int] | None = None) -> tuple[Sample, system.GpuFigures]:
+    """The machine's figures, ``(metric, subject) -> value``, and the GPUs as read (blocking: psutil, NVML);
+    ``engines`` (model -> pid of an external engine) adds each engine's resident memory."""
     res = system.resources(models_dir)
     load = system.machine_load()
     out: Sample = {
@@ -127,6 +131,10 @@ def read_box(models_dir: Path) -> tuple[Sample, system.GpuFigures]:
                               ("gpu_power_w", gpu.power_usage_w)):
             if value is not None:
                 out[(metric, subject)] = float(value)
+    for model, pid in (engines or {}).items():
+        rss = system.tree_rss(pid)
+        if rss is not None:
+            out[("engine_rss_bytes", model)] = float(rss)
     return out, res.gpu
 
 
@@ -278,7 +286,9 @@ class History:
         alert rules on it; returns what was written."""
         started = time.monotonic()
         ts = time.time() if now is None else now
-        values, gpus = await asyncio.to_thread(read_box, self.models_dir)
+        engines = {d.model.name: d.pid for d in self.fleet.live()
+                   if d.kind != "llama.cpp" and d.pid is not None and d.state is DeploymentState.RUNNING}
+        values, gpus = await asyncio.to_thread(read_box, self.models_dir, engines)
         values.update(self.deployment_values())
         values.update(await self.throughput(self.last_ts if self.last_ts is not None else ts - self.config.interval_s,
                                             ts))

@@ -16,9 +16,10 @@ log level) register a listener with :meth:`Settings.on_change`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from llmd.config import Config, setting_type, with_values
@@ -92,9 +93,11 @@ def _why(exc: ConfigError) -> str:
 class Settings:
     """The live configuration: read, change, persist, reload."""
 
-    def __init__(self, config: Config, repo: SettingsRepo) -> None:
+    def __init__(self, config: Config, repo: SettingsRepo, reread: Callable[[], Config] | None = None) -> None:
         self.config = config
         self.repo = repo
+        # The file, environment and flags read again (the daemon's; None: the built-in defaults stand in).
+        self.reread = reread
         self.pending: dict[str, Any] = {}  # stored values of restart-only settings, not yet in force
         self._listeners: list[Listener] = []
 
@@ -125,10 +128,10 @@ class Settings:
     async def change(self, values: Mapping[str, Any], *, reset: list[str] | tuple[str, ...] = (),
                      names: Mapping[str, str] | None = None) -> SettingsChange:
         """Drop the overrides of ``reset``, then :meth:`update` with ``values`` (a PUT /api/config)."""
-        if reset:
-            await self.reset(list(reset))
-        change = await self.update(values, names) if values else SettingsChange([], [], list(reset))
-        return replace(change, settings=self.view())
+        dropped = await self.reset(list(reset)) if reset else SettingsChange([], [], [])
+        change = await self.update(values, names) if values else SettingsChange([], [], [])
+        return SettingsChange(dropped.applied + change.applied, dropped.restart_required + change.restart_required,
+                              dropped.unchanged + change.unchanged, self.view())
 
     async def update(self, values: Mapping[str, Any], names: Mapping[str, str] | None = None) -> SettingsChange:
         """Validate, store and apply ``section.key -> value``; all or nothing.
@@ -155,17 +158,23 @@ class Settings:
         return self._apply(candidate, coerced)
 
     async def reset(self, keys: list[str]) -> SettingsChange:
-        """Drop stored overrides: the file's value (or the default) is in force again after a reload,
-        at once for a runtime setting."""
+        """Drop stored overrides: the value of the file, the environment or the flags (else the default)
+        is in force again, at once for a runtime setting, after a restart for the others."""
         for key in keys:
             try:
                 setting_type(key)
             except ConfigError:
                 raise ValidationError(f"unknown setting '{key}'", field=key) from None
+        try:
+            base = await asyncio.to_thread(self.reread) if self.reread is not None else Config()
+        except ConfigError as exc:
+            raise ValidationError(f"the config file cannot be read, so nothing was reset: {exc}",
+                                  field="reset") from None
         await self.repo.remove(keys)
         for key in keys:
             self.pending.pop(key, None)
-        return SettingsChange([], [], list(keys))
+        values = {key: getattr(getattr(base, key.partition(".")[0]), key.partition(".")[2]) for key in keys}
+        return self._apply(base, values, {key: base.sources.get(key, "default") for key in keys})
 
     async def reload(self, fresh: Config) -> SettingsChange:
         """``SIGHUP``: ``fresh`` is the file, environment and flags read again; stored overrides go on top.

@@ -335,6 +335,15 @@ def machine_load(process: psutil.Process | None = None) -> MachineLoad:
                        psutil.cpu_percent(interval=0.1, percpu=True), figures, psutil.boot_time())
 
 
+def tree_rss(pid: int) -> int | None:
+    """Resident memory of a process and its children (no CPU sample, so no wait); ``None`` when it is gone."""
+    try:
+        proc = psutil.Process(pid)
+        return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
+    except psutil.Error:
+        return None
+
+
 def process_tree(pid: int, with_children: bool) -> ProcessFigures | None:
     """A process (and its children) sampled over 0.1 s; ``None`` when it is gone."""
     try:

@@ -111,7 +111,7 @@ class Daemon:
         await self.store.open()
         from llmd.core.engine.llama_cpp import LlamaCppEngine  # the real engine, imported lazily
 
-        self.core = Core(cfg, self.store, LlamaCppEngine(), on_status=self.notifier.status)
+        self.core = Core(cfg, self.store, LlamaCppEngine(), on_status=self.notifier.status, reread=self.reread)
         await self.core.start()
         await self.core.auth.start()  # the token signing key, made on first start
         log.info("auth %s: %s", "on" if self.core.auth.enabled else "off", self.core.auth.reason)

@@ -160,3 +160,16 @@ async def test_max_concurrent_models_bounds_starts(core_factory, tiny_gguf):
         await asyncio.sleep(0.05)
     assert t["status"] == "failed" and t["error"]["code"] == "INSUFFICIENT_RESOURCES", t
     assert "max_running" in t["error"]["message"]
+
+
+async def test_reset_puts_the_files_value_back_at_once(core_factory):
+    core = await core_factory()
+    app = create_app(core)
+    status, body = await call(app, "PUT", "/api/config", {"gpu_monitor_interval": 45})
+    assert status == 200 and core.config.monitor.interval_s == 45
+    status, body = await call(app, "PUT", "/api/config", {"reset": ["monitor.interval_s"]})
+    assert status == 200, body
+    # the fixture's core has no file to read again: the built-in default stands in
+    assert body["applied"] == ["gpu_monitor_interval"] and body["gpu_monitor_interval"] == 30.0
+    assert body["sources"]["gpu_monitor_interval"] == "default"
+    assert core.history._task is not None  # 30 s > 0: the sampler runs

@@ -77,7 +77,8 @@ def render_performance(p: Performance) -> dict[str, Any]:
                "successful_requests": m.stats.succeeded, "failed_requests": m.stats.failed,
                "avg_response_time": _round(m.stats.avg_duration_s), "max_response_time": _round(m.stats.max_duration_s),
                "min_response_time": _round(m.stats.min_duration_s),
-               "requests_per_second": _round(m.stats.requests_per_second), "error_rate": _round(m.stats.error_rate)}
+               # six decimals: one request an hour is 0.000278, not 0.0
+               "requests_per_second": round(m.stats.requests_per_second, 6), "error_rate": _round(m.stats.error_rate)}
               for m in p.models]
     return {"time_range": p.time_range, "models": models, "system": {k: _round(v) for k, v in p.system.items()}}
 
