@@ -19,6 +19,8 @@ from typing import Any, Mapping
 from llmd.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = Path("/etc/llmd/llmd.toml")
+# Settings shown as "********" (when set) by --print-config and GET /api/config.
+SECRET_KEYS = ("alerts.smtp_password", "alerts.webhook_secret")
 # The KV-cache precisions a deployment may use (engine.kv_cache_type, a start's kv_cache_type).
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
 
@@ -515,6 +517,9 @@ def _check(cfg: Config) -> None:
           for key in ("gpu_utilization_high", "gpu_temperature_high", "response_time_high", "error_rate_high",
                       "repeat_interval_s", "webhook_retries", "keep_history_d")),
         ("alerts.webhook_timeout_s", cfg.alerts.webhook_timeout_s > 0, "must be > 0"),
+        ("alerts.gpu_utilization_high", cfg.alerts.gpu_utilization_high <= 100, "must be 0-100 (percent)"),
+        ("alerts.gpu_temperature_high", cfg.alerts.gpu_temperature_high <= 200, "must be 0-200 (degrees Celsius)"),
+        ("alerts.error_rate_high", cfg.alerts.error_rate_high <= 1, "must be 0-1"),
         ("alerts.smtp_port", 1 <= cfg.alerts.smtp_port <= 65535, "must be 1-65535"),
         ("alerts.threshold_channels",
          all(c.strip() in ("journal", "webhook", "email") for c in cfg.alerts.threshold_channels.split(",")
@@ -546,6 +551,8 @@ def render_config(cfg: Config) -> str:
             lines.append(f"\n[{section}]")
             current = section
         shown = str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str) else value
+        if key in SECRET_KEYS and value:
+            value = "********"
         if isinstance(value, str):
             shown = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
         lines.append(f"{name} = {shown}  # {source}")

@@ -112,7 +112,7 @@ class Core:
         """Act on settings changed at run time that something must react to (others are read at use)."""
         if "log.level" in keys:
             logging.getLogger().setLevel(self.config.log.level.upper())
-        if any(k.startswith("monitor.") for k in keys):
+        if "monitor.interval_s" in keys:
             self.history.reschedule()
 
     async def shutdown(self) -> None:

@@ -98,6 +98,9 @@ class Channels:
         self.counters = NotificationCounters()
         # The journal channel's logger: its name is what an admin filters on (journalctl -t / log config).
         self.journal = logging.getLogger("llmd.alerts")
+        # An alert chosen for the journal is written whatever log.level says (the root logger's level does
+        # not filter a logger that has its own).
+        self.journal.setLevel(logging.INFO)
 
     async def send(self, channel: str, event: AlertEvent) -> bool:
         """Notify ``channel`` of ``event``; True when delivered. Never raises: a failure is logged and counted."""
@@ -141,8 +144,9 @@ class Channels:
                           separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "llmd-alerts"}
         if c.webhook_secret:
-            # The signature covers the exact bytes sent; the body carries the event's own timestamp, and
-            # X-Llmd-Timestamp says when this POST was made, so a receiver can refuse stale replays.
+            # The signature covers the exact bytes sent, which carry the event's own timestamp and event_id:
+            # those are what a receiver can trust to refuse a replay. X-Llmd-Timestamp (when this POST was
+            # made, e.g. after retries) is informative only: it is not signed.
             headers["X-Llmd-Signature"] = sign(c.webhook_secret, body)
             headers["X-Llmd-Timestamp"] = str(int(time.time()))
         # Only the host is logged: a webhook URL may carry a token in its path or query.

@@ -50,7 +50,7 @@ METRICS: dict[str, str] = {
     "gpu_utilization": "percent: utilization of the busiest GPU",
     "gpu_memory_percent": "percent: memory in use on the fullest GPU",
     "gpu_temperature": "degrees Celsius: the hottest GPU",
-    "gpu_power_usage": "watts: power drawn by the GPUs",
+    "gpu_power_usage": "watts: power drawn by the hungriest GPU",
     "queue_depth": "requests waiting, over all deployments",
     "active_slots": "slots generating, over all deployments",
     "error_rate": "0..1: failed requests over all requests of the last 5 minutes",

@@ -178,7 +178,7 @@ class Watch:
 
 
 def _clock(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "now"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else "now"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from llmd.config import Config, setting_type, with_values
+from llmd.config import SECRET_KEYS, Config, setting_type, with_values
 from llmd.errors import ConfigError, ValidationError
 from llmd.store.settings import SettingsRepo
 
@@ -35,7 +35,6 @@ RUNTIME = ("monitor.*", "alerts.*", "sampling.*", "log.level", "deployments.max_
            "deployments.keep_alive_s")
 # Never changed at run time: the database that holds the overrides lives there.
 FIXED = ("paths.*",)
-SECRETS = ("alerts.smtp_password", "alerts.webhook_secret")
 Listener = Callable[[set[str]], None]
 
 
@@ -112,7 +111,7 @@ class Settings:
 
     def view(self) -> list[SettingView]:
         """Every setting, in schema order."""
-        return [SettingView(key, value, source, is_runtime(key), self.pending.get(key), key in SECRETS)
+        return [SettingView(key, value, source, is_runtime(key), self.pending.get(key), key in SECRET_KEYS)
                 for key, value, source in self.config.items()]
 
     async def load(self) -> None:
@@ -127,7 +126,10 @@ class Settings:
 
     async def change(self, values: Mapping[str, Any], *, reset: list[str] | tuple[str, ...] = (),
                      names: Mapping[str, str] | None = None) -> SettingsChange:
-        """Drop the overrides of ``reset``, then :meth:`update` with ``values`` (a PUT /api/config)."""
+        """Drop the overrides of ``reset``, then :meth:`update` with ``values`` (a PUT /api/config); ``values``
+        are checked first, so a refused change drops nothing."""
+        if values:
+            self._validated(values, names or {})
         dropped = await self.reset(list(reset)) if reset else SettingsChange([], [], [])
         change = await self.update(values, names) if values else SettingsChange([], [], [])
         return SettingsChange(dropped.applied + change.applied, dropped.restart_required + change.restart_required,
@@ -139,7 +141,13 @@ class Settings:
         ``names`` maps a key to the name the caller gave it, so a 400 names
         the caller's field (``gpu_monitor_interval``, not ``monitor.interval_s``).
         """
-        names = names or {}
+        candidate = self._validated(values, names or {})
+        coerced = {key: getattr(getattr(candidate, key.partition(".")[0]), key.partition(".")[2]) for key in values}
+        await self.repo.put(coerced)
+        return self._apply(candidate, coerced)
+
+    def _validated(self, values: Mapping[str, Any], names: Mapping[str, str]) -> Config:
+        """The config with ``values`` applied, or a ValidationError naming the first bad one."""
         for key in values:
             if _matches(key, FIXED):
                 raise ValidationError(f"{names.get(key, key)} cannot be changed at run time (the database lives "
@@ -149,13 +157,10 @@ class Settings:
             except ConfigError:
                 raise ValidationError(f"unknown setting '{names.get(key, key)}'", field=names.get(key, key)) from None
         try:
-            candidate = with_values(self.config, values, OVERRIDE)
+            return with_values(self.config, values, OVERRIDE)
         except ConfigError as exc:
             field = names.get(exc.key or "", exc.key or "settings")
             raise ValidationError(f"{field} {_why(exc)}", field=field) from None
-        coerced = {key: getattr(getattr(candidate, key.partition(".")[0]), key.partition(".")[2]) for key in values}
-        await self.repo.put(coerced)
-        return self._apply(candidate, coerced)
 
     async def reset(self, keys: list[str]) -> SettingsChange:
         """Drop stored overrides: the value of the file, the environment or the flags (else the default)

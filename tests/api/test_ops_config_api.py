@@ -51,10 +51,12 @@ async def test_system_gpu_without_a_driver_is_an_empty_list_with_a_reason(core_a
 
 async def test_unknown_system_and_config_paths_are_this_apis_404(core_app):
     core, app = core_app
-    for path in ("/api/system/nope", "/api/config/nope/x", "/api/configx"):
+    for path in ("/api/system/nope", "/api/config/nope/x", "/api/system", "/api/system/healthz"):
         status, body = await call(app, "GET", path)
         assert status == 404, (path, body)
         assert set(body) == {"error", "timestamp", "path"} and body["path"] == path
+    status, body = await call(app, "GET", "/api/configx")  # not under /api/config/: nobody's, the fallback's
+    assert status == 404 and set(body) == {"detail"}
     status, body = await call(app, "GET", "/api/system/resources")  # still the LLM Manager API's
     assert status == 200 and body["success"] is True
 
@@ -173,3 +175,13 @@ async def test_reset_puts_the_files_value_back_at_once(core_factory):
     assert body["applied"] == ["gpu_monitor_interval"] and body["gpu_monitor_interval"] == 30.0
     assert body["sources"]["gpu_monitor_interval"] == "default"
     assert core.history._task is not None  # 30 s > 0: the sampler runs
+
+
+async def test_a_refused_value_resets_nothing(core_app):
+    core, app = core_app
+    await call(app, "PUT", "/api/config", {"max_concurrent_models": 7})
+    status, body = await call(app, "PUT", "/api/config", {"reset": ["deployments.max_running"],
+                                                          "gpu_monitor_interval": 0.05})
+    assert status == 400 and body["error"]["details"] == {"field": "gpu_monitor_interval"}, body
+    assert read_overrides(core.config.db_path)["deployments.max_running"] == 7
+    assert core.config.deployments.max_running == 7

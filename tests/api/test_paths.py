@@ -57,9 +57,10 @@ def expected_api(path: str) -> str:
     path = "/" + path.lstrip("/")  # the router merges leading slashes (werkzeug)
     if path in HUB_PATHS or HUB_ID_ROUTE.fullmatch(path):
         return "llm_manager"
-    if path.startswith(MANAGER_SYSTEM):
+    if path in MANAGER_SYSTEM or path.startswith(tuple(p + "/" for p in MANAGER_SYSTEM)):
         return "llm_manager"
-    if path.startswith(("/api/models", "/api/monitoring/", "/api/system/", "/api/config", "/ws/monitor")):
+    if path.startswith(("/api/models", "/api/monitoring/", "/api/system/", "/api/config/")) or path in (
+            "/api/system", "/api/config", "/ws/monitor"):
         return "inference_service"
     if path.startswith(("/api/chat/", "/api/completions/")) or path == "/api/health":
         return "llm_manager"

@@ -308,3 +308,20 @@ def test_main_missing_config_file(tmp_path, capsys, clean_env):
     assert rc == 2
     assert str(tmp_path / "missing.toml") in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_render_config_masks_secrets(tmp_path):
+    cfg = load_config(config_file=write(tmp_path, '[alerts]\nwebhook_secret = "hush"\nsmtp_password = "pw"\n'
+                                                  'webhook_url = "http://127.0.0.1:9/h"\n'), env={})
+    text = render_config(cfg)
+    assert "hush" not in text and "pw\"" not in text
+    assert 'webhook_secret = "********"' in text and 'smtp_password = "********"' in text
+    assert 'webhook_url = "http://127.0.0.1:9/h"' in text  # not a secret by itself
+    assert 'smtp_username = ""' in text  # an empty value is shown as it is
+
+
+@pytest.mark.parametrize("key, value", [("gpu_utilization_high", 101), ("gpu_temperature_high", 201),
+                                        ("error_rate_high", 1.5), ("response_time_high", -1)])
+def test_alert_thresholds_are_range_checked(tmp_path, key, value):
+    with pytest.raises(ConfigError, match=f"alerts.{key}"):
+        load_config(config_file=write(tmp_path, f"[alerts]\n{key} = {value}\n"), env={})

@@ -23,9 +23,11 @@ from llmd.http.routing import Dialect
 def build(core: Core) -> Dialect:
     """The LLM Inference Service API with every route."""
     d = Dialect("inference_service", "LLM Inference Service API", render_error, ERROR_SCHEMA,
-                # /api/system/resources, /load and /health are the LLM Manager API's (longer prefixes win).
+                # /api/system/resources, /load and /health (and below them) are the LLM Manager API's: its
+                # exact paths and longer prefixes win.
                 prefixes=("/api/models", "/api/auth/", "/api/tasks/", "/api/monitoring/", "/api/system/",
-                          "/api/config", "/ws/monitor"))
+                          "/api/config/"),
+                paths=("/api/system", "/api/config", "/ws/monitor"))
     for module in (auth_routes, model_routes, monitoring_routes, system_routes, config_routes, alert_routes,
                    ws_routes):
         module.register(d, core)

@@ -15,8 +15,9 @@ def build(core: Core) -> Dialect:
     """The LLM Manager API with every route."""
     d = Dialect("llm_manager", "LLM Manager API", render_error, ERROR_SCHEMA,
                 prefixes=("/api/downloads", "/api/deployments", "/api/chat/", "/api/completions/",
-                          "/api/system/resources", "/api/system/load", "/api/system/health", "/ws/downloads"),
-                paths=("/api/health", "/api/models/search", "/api/models/categories", "/api/models/trending",
+                          "/api/system/resources/", "/api/system/load/", "/api/system/health/", "/ws/downloads"),
+                paths=("/api/health", "/api/system/resources", "/api/system/load", "/api/system/health",
+                       "/api/models/search", "/api/models/categories", "/api/models/trending",
                        "/api/models/stats", "/api/models/sync"),
                 # Hub ids hold slashes (owner/repo): every path under /api/models/ that ends in
                 # /info or /favorite is this API's, whatever its segments hold.

@@ -4,7 +4,7 @@
 // unchanged; the second runs once the socket is open, as a page would run it (a WebSocket cannot send
 // before it opens). The harness points ws://your-server:8000 at LLMD_URL (the test daemon), adds
 // ?token=LLMD_TOKEN when auth is on (browsers cannot set headers on a WebSocket), records what
-// arrives, and closes the socket once a system_alert with state "resolved" has come (or after 180 s).
+// arrives, and closes the socket once the rule named LLMD_ALERT_NAME has resolved (or after 180 s).
 const origin = new URL(process.env.LLMD_URL || 'http://127.0.0.1:8000');
 const token = process.env.LLMD_TOKEN || '';
 const NodeWebSocket = globalThis.WebSocket;
@@ -47,7 +47,7 @@ ws.addEventListener('message', (event) => {
   else if (msg.type === 'system_alert') {
     seen.alerts.push(msg.data);
     console.log('ALERT ' + msg.data.state);  // the test waits for these lines
-    if (msg.data.state === 'resolved') finish(0);
+    if (msg.data.state === 'resolved' && msg.data.rule_name === process.env.LLMD_ALERT_NAME) finish(0);
   } else seen.replies.push(msg);
   if (msg.type === 'subscribed') console.log('SUBSCRIBED');
 });
