@@ -170,6 +170,8 @@ class Settings:
                 setting_type(key)
             except ConfigError:
                 raise ValidationError(f"unknown setting '{key}'", field=key) from None
+            if _matches(key, FIXED):
+                raise ValidationError(f"{key} is never stored as an override: set it in the config file", field=key)
         try:
             base = await asyncio.to_thread(self.reread) if self.reread is not None else Config()
         except ConfigError as exc:
@@ -185,9 +187,8 @@ class Settings:
         """``SIGHUP``: ``fresh`` is the file, environment and flags read again; stored overrides go on top.
         Runtime settings that changed are applied; others are noted as waiting for a restart."""
         candidate = apply_stored(fresh, await self.repo.all())
-        changed = {key: value for key, value, _ in candidate.items() if value != self.value(key)}
-        for key in ("paths.state_dir", "paths.runtime_dir"):
-            changed.pop(key, None)
+        changed = {key: value for key, value, _ in candidate.items()
+                   if value != self.value(key) and not _matches(key, FIXED)}
         sources = {key: candidate.sources.get(key, "default") for key in changed}
         change = self._apply(candidate, changed, sources)
         log.info("configuration reloaded%s: %d applied, %d need a restart",

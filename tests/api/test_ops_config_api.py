@@ -126,6 +126,7 @@ async def test_a_restart_only_setting_is_stored_and_reported(core_app):
     ({"settings": {"paths.state_dir": "/tmp"}}, "settings.paths.state_dir"),
     ({"settings": {"engine.kv_cache_type": "q2"}}, "settings.engine.kv_cache_type"),
     ({"reset": ["engine.nope"]}, "engine.nope"),
+    ({"reset": ["paths.state_dir"]}, "paths.state_dir"),
 ])
 async def test_bad_config_is_a_400_naming_the_field(core_app, body, field):
     core, app = core_app
