@@ -339,6 +339,19 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
 
 
+def unknown_env(env: Mapping[str, str]) -> list[str]:
+    """The ``LLMD_*`` variables of ``env`` that name no setting (``load_config`` refuses them)."""
+    schema = _schema()
+    out = []
+    for name in env:
+        if not name.startswith("LLMD_") or name == "LLMD_CONFIG":
+            continue
+        mapped = _env_key(name, schema)
+        if mapped is None or mapped[1] not in schema[mapped[0]]:
+            out.append(name)
+    return sorted(out)
+
+
 def _env_key(name: str, schema: dict[str, dict[str, type]]) -> tuple[str, str] | None:
     """Map ``LLMD_SERVER_UNIX_SOCKET`` to ``("server", "unix_socket")``."""
     rest = name[len("LLMD_"):].lower()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import httpx
 
-from llmd.config import load_config
+from llmd.config import load_config, unknown_env
 from llmd.errors import ConfigError
 
 FALLBACK_SOCKET = Path("/run/llmd/llmd.sock")
@@ -23,13 +24,24 @@ class CliError(Exception):
         self.code = code
 
 
-def default_socket() -> Path:
-    """The socket the daemon would use with the same config and environment."""
+def default_socket(warn: Callable[[str], None] | None = None) -> Path:
+    """The socket the daemon would use with the same config and environment.
+
+    A variable or a config file that the daemon would refuse is named in a
+    warning (``warn``, stderr by default) and left out, rather than making
+    llmctl look for the daemon in the wrong place and report it not running.
+    """
     if os.environ.get("LLMCTL_SOCKET"):
         return Path(os.environ["LLMCTL_SOCKET"])
+    warn = warn or (lambda text: print(text, file=sys.stderr))
+    env = dict(os.environ)
+    for name in unknown_env(env):
+        warn(f"llmctl: ignoring {name}: it names no llmd setting (the daemon would refuse to start with it)")
+        del env[name]
     try:
-        path = load_config().socket_path
-    except ConfigError:
+        path = load_config(env=env).socket_path
+    except ConfigError as exc:
+        warn(f"llmctl: cannot read llmd's configuration ({exc}); trying {FALLBACK_SOCKET}")
         path = None
     if path is not None and path.exists():
         return path

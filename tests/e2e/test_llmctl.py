@@ -70,3 +70,14 @@ def test_daemon_not_running_is_one_line(short_tmp):
     assert p.returncode == 1
     assert p.stderr.count("\n") == 1
     assert "not running" in p.stderr and "start" in p.stderr
+
+
+def test_an_unknown_llmd_variable_is_named_and_the_daemon_still_found(daemon):
+    # No --socket: llmctl finds the socket from llmd's config, as an admin's shell would; an unrelated
+    # LLMD_ variable used to make it drop that config and look in the wrong place.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMD_", "LLMCTL_"))}
+    env.update({"LLMD_SERVER_UNIX_SOCKET": str(daemon.socket_path), "LLMD_FOO": "1"})
+    p = subprocess.run([llmd_bin("llmctl"), "status", "--json"], capture_output=True, text=True, timeout=60, env=env)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["health"]["model_loaded"] is True
+    assert "ignoring LLMD_FOO" in p.stderr and "Traceback" not in p.stderr
