@@ -100,6 +100,26 @@ class Client:
             raise CliError(self._error_text(resp))
         return resp.json()
 
+    def download(self, path: str, dest: Path) -> int:
+        """GET ``path`` into ``dest`` (written as ``dest.partial``, renamed once whole); returns its size."""
+        partial = dest.with_name(dest.name + ".partial")
+        try:
+            with self.http.stream("GET", path) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise CliError(self._error_text(resp))
+                with partial.open("wb") as fh:
+                    for chunk in resp.iter_bytes():
+                        fh.write(chunk)
+        except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError):
+            partial.unlink(missing_ok=True)
+            raise self._not_running() from None
+        except httpx.HTTPError as exc:
+            partial.unlink(missing_ok=True)
+            raise CliError(f"request to llmd failed: {exc}") from None
+        partial.replace(dest)
+        return dest.stat().st_size
+
     def stream(self, path: str, body: dict[str, Any] | None = None, *, method: str = "POST",
                params: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
         """Send one request and yield the JSON of each SSE ``data:`` event until ``[DONE]``."""

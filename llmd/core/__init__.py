@@ -19,6 +19,7 @@ component, a config section), never the whole core.
 ``history``     the metrics history: the box and the deployments sampled into SQLite on a timer
 ``settings``    settings changed at run time: validated, stored as overrides, applied or left for a restart
 ``alerts``      alert rules evaluated on each sample; firing and resolved events, history, notifications
+``backups``     online backups of the database, and restores put in place at the next start
 ==============  ====================================================================
 """
 
@@ -33,6 +34,7 @@ from llmd.core.alert_channels import Channels
 from llmd.core.alerts import Alerts
 from llmd.core.auth import Auth
 from llmd.core.background import Background
+from llmd.core.backups import Backups
 from llmd.core.downloads import DownloadManager
 from llmd.core.engine.base import Engine
 from llmd.core.events import EventBroker
@@ -61,7 +63,8 @@ class Core:
     """The composition root: builds every component over one store and one engine, starts and stops them."""
 
     def __init__(self, config: Config, store: Store, engine: Engine, *,
-                 on_status: StatusHook | None = None, reread: Callable[[], Config] | None = None) -> None:
+                 on_status: StatusHook | None = None, reread: Callable[[], Config] | None = None,
+                 on_restart: Callable[[], None] | None = None) -> None:
         self.config = config
         self.engine = engine
         # For wiring, the daemon and tests; components get their own repositories, and no
@@ -82,6 +85,7 @@ class Core:
         self.sessions = ChatSessions(store.sessions, self.fleet, self.inference, self.background)
         self.tasks = TaskTracker(self.events)
         self.settings = Settings(config, store.settings, reread)
+        self.backups = Backups(config.state_dir, store.backup_to, self.background, on_restart)
         self.settings.on_change(self._settings_applied)
         self.alerts = Alerts(config.alerts, store.alerts, self.events, self.background, Channels(config.alerts))
         self.history = History(config.monitor, store.metrics, self.fleet, self.background, config.models_dir,

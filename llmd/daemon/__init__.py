@@ -29,6 +29,7 @@ from hypercorn.utils import wrap_app
 from llmd import __version__
 from llmd.config import Config, load_config, render_config
 from llmd.core import Core
+from llmd.core.backups import pending_restore
 from llmd.core.settings import apply_stored
 from llmd.daemon.listeners import PortListeners
 from llmd.daemon.sockets import ListenError, PeerCheckedSocket, open_tcp, open_unix, probe_host, probe_http
@@ -37,9 +38,13 @@ from llmd.http import create_app
 from llmd.http.port_app import PortApp
 from llmd.notify import Notifier
 from llmd.store import Store
+from llmd.store.backup import apply_restore
 from llmd.store.settings import read_overrides
 
 log = logging.getLogger("llmd")
+# The exit status of a stop that asks to be started again (EX_TEMPFAIL): under systemd, Restart=on-failure
+# brings the daemon back; by hand, start it again.
+RESTART_EXIT = 75
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -86,6 +91,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.reread = reread  # the file, environment and flags read again (SIGHUP)
         self.stop_event = asyncio.Event()
+        self.exit_code = 0
         self.store = Store(config.db_path)
         self.core: Core | None = None
 
@@ -107,11 +113,22 @@ class Daemon:
             return 1
         port = tcp.getsockname()[1]
 
+        pending = pending_restore(cfg.state_dir)
+        if pending.exists():
+            # A restore staged by POST /llmd/v1/restore/commit: the database in use is kept under backups/.
+            saved = await asyncio.to_thread(apply_restore, cfg.db_path, pending, cfg.state_dir / "backups")
+            log.warning("restored the database from a backup%s", f"; the one replaced is {saved}" if saved else "")
         self.notifier.status("opening the store")
-        await self.store.open()
+        try:
+            await self.store.open()
+        except ConfigError as exc:  # a database from a newer llmd: nothing is touched
+            log.error("%s", exc)
+            self.notifier.status(f"cannot start: {exc}")
+            return 2
         from llmd.core.engine.llama_cpp import LlamaCppEngine  # the real engine, imported lazily
 
-        self.core = Core(cfg, self.store, LlamaCppEngine(), on_status=self.notifier.status, reread=self.reread)
+        self.core = Core(cfg, self.store, LlamaCppEngine(), on_status=self.notifier.status, reread=self.reread,
+                         on_restart=self.request_restart)
         await self.core.start()
         await self.core.auth.start()  # the token signing key, made on first start
         log.info("auth %s: %s", "on" if self.core.auth.enabled else "off", self.core.auth.reason)
@@ -156,7 +173,7 @@ class Daemon:
                 except FileNotFoundError:
                     pass
         log.info("llmd stopped")
-        return 0
+        return self.exit_code
 
     async def _announce_ready(self, port: int) -> None:
         """READY=1 once both sockets answer a real request; then keep the watchdog fed."""
@@ -197,6 +214,12 @@ class Daemon:
             self.notifier.status(f"reload refused: {exc}")
         finally:
             self.notifier.send("READY=1")
+
+    def request_restart(self) -> None:
+        """Stop with RESTART_EXIT, which systemd's Restart=on-failure restarts (a staged restore)."""
+        self.exit_code = RESTART_EXIT
+        log.warning("stopping so that the restored database is put in place at the next start")
+        self.request_stop()
 
     def request_stop(self, sig: int | None = None) -> None:
         """Begin a graceful stop (signal handler)."""

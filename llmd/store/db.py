@@ -11,15 +11,22 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 import aiosqlite
 
+from llmd.errors import ConfigError
 from llmd.store.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
+
+
+class StoreVersionError(ConfigError):
+    """The database comes from a newer llmd: refused at start, in one line, before anything is touched."""
 
 
 class Store:
@@ -79,9 +86,21 @@ class Store:
         )
         async with self.db.execute("SELECT name FROM schema_migrations") as cur:
             applied = {row[0] async for row in cur}
-        for name, sql in sorted(MIGRATIONS):  # by name: the order is in the names
-            if name in applied:
-                continue
+        newer = sorted(applied - {name for name, _ in MIGRATIONS})
+        if newer:
+            # A downgrade: this llmd would misread (or damage) what a newer one wrote.
+            await self.close()
+            raise StoreVersionError(
+                f"{self.path} was written by a newer llmd (its schema has {', '.join(newer)}, which this version "
+                "does not know): install that version again, or restore a backup made by this one "
+                "(llmctl restore)")
+        pending = [(name, sql) for name, sql in sorted(MIGRATIONS) if name not in applied]
+        if pending and applied:
+            # An upgrade changes the schema of existing data: keep a copy from before, in case.
+            saved = self.path.parent / "backups" / f"llmd-{time.strftime('%Y%m%dT%H%M%S')}-before-{pending[0][0]}.db"
+            await self.backup_to(saved)
+            log.info("database copied to %s before migrating", saved)
+        for name, sql in pending:  # by name: the order is in the names
             log.info("applying migration %s", name)
             # executescript runs the whole script; BEGIN..COMMIT inside it make
             # the schema change and its record one atomic transaction.
@@ -89,6 +108,19 @@ class Store:
                 f"BEGIN;\n{sql}\nINSERT INTO schema_migrations(name, applied_at) "
                 f"VALUES ('{name}', {time.time()});\nCOMMIT;"
             )
+
+    async def backup_to(self, path: Path) -> None:
+        """A consistent copy of the live database at ``path`` (SQLite's online backup API, in aiosqlite's
+        thread: writers wait only for the pages being copied)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.unlink(missing_ok=True)
+        target = await asyncio.to_thread(sqlite3.connect, str(partial), check_same_thread=False)
+        try:
+            await self.db.backup(target)
+        finally:
+            await asyncio.to_thread(target.close)
+        os.replace(partial, path)
 
     async def applied_migrations(self) -> list[str]:
         """Names of the migrations recorded as applied, in order."""
