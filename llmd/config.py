@@ -64,6 +64,8 @@ class EngineConfig:
     n_gpu_layers: int = 0
     queue_size: int = 16  # requests waiting per deployment before 503 + Retry-After
     load_wait_s: float = 0.0  # how long a request waits for a model that is loading
+    # A decode step that takes longer stops the systemd watchdog pings (the daemon is restarted); 0: never.
+    stall_timeout_s: float = 120.0
 
 
 @dataclass
@@ -493,6 +495,7 @@ def _check(cfg: Config) -> None:
         ("engine.n_batch", cfg.engine.n_batch >= 1, "must be >= 1"),
         ("engine.parallel", 1 <= cfg.engine.parallel <= 256, "must be 1-256"),
         ("engine.prefill_chunk", cfg.engine.prefill_chunk >= 1, "must be >= 1"),
+        ("engine.stall_timeout_s", cfg.engine.stall_timeout_s >= 0, "must be >= 0 (0: never)"),
         ("monitor.interval_s", cfg.monitor.interval_s == 0 or cfg.monitor.interval_s >= 0.1, "must be 0 or >= 0.1"),
         *((f"monitor.{key}", getattr(cfg.monitor, key) >= 0, "must be >= 0")
           for key in ("keep_raw_h", "keep_1m_d", "keep_5m_d", "keep_1h_d", "keep_1d_d")),

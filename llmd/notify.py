@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from typing import Callable
 
 import sdnotify
 
@@ -36,10 +37,19 @@ class Notifier:
         """A free-form STATUS= line, shown by ``systemctl status``."""
         self.send(f"STATUS={text}")
 
-    async def watchdog(self) -> None:
-        """Ping the watchdog from the event loop, so a stalled loop stops the pings."""
+    async def watchdog(self, check: Callable[[], str | None] | None = None) -> None:
+        """Ping the watchdog from the event loop, so a stalled loop stops the pings; ``check`` says what
+        else must stop them (an engine stuck inside one decode step), and systemd then restarts llmd."""
         if self.watchdog_interval is None:
             return
+        reported: str | None = None
         while True:
-            self.send("WATCHDOG=1")
+            problem = check() if check is not None else None
+            if problem is None:
+                self.send("WATCHDOG=1")
+                reported = None
+            elif problem != reported:
+                log.error("no longer feeding systemd's watchdog, so that llmd is restarted: %s", problem)
+                self.status(f"stalled: {problem}")
+                reported = problem
             await asyncio.sleep(self.watchdog_interval)

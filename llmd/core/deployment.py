@@ -189,6 +189,10 @@ class Deployment(abc.ABC):
         if self._on_state is not None:
             self._on_state(self)
 
+    def stalled_s(self) -> float:
+        """How long the engine has been inside one step of work (0: not stuck, or nothing to tell)."""
+        return 0.0
+
     async def probe(self) -> str | None:
         """A health check of a running deployment: ``None`` when it serves, else what is wrong.
         (``deployments.health_check_interval_s``; three failures in a row put it in ``error``.)"""

@@ -806,6 +806,19 @@ class Fleet:
         return Unloaded(model.name, await self.stop_model(model.name, force=True))
 
     # -- health checks -----------------------------------------------------------
+    def stall(self, bound_s: float) -> str | None:
+        """A deployment whose engine has been inside one step for longer than ``bound_s`` (0: never), in
+        words; the daemon then stops feeding systemd's watchdog, since a stuck llama_decode thread cannot be
+        stopped inside the process: the restart is the way out."""
+        if bound_s <= 0:
+            return None
+        for dep in self._deployments.values():
+            took = dep.stalled_s()
+            if took > bound_s:
+                return (f"the engine of '{dep.model.name}' has been inside one decode step for {took:.0f}s "
+                        f"(engine.stall_timeout_s={bound_s:g})")
+        return None
+
     async def _health_loop(self) -> None:
         """Probe each running deployment every ``deployments.health_check_interval_s``."""
         failures: dict[str, int] = {}

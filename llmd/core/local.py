@@ -150,6 +150,7 @@ class LocalDeployment(Deployment):
         self._queue: collections.deque[Job] = collections.deque()
         self._running: set[Job] = set()
         self._thread: threading.Thread | None = None
+        self._step_started: float | None = None  # monotonic start of the scheduler step in progress
         self._outbox: list[tuple[Job, Any]] = []  # the events of the step in progress (worker thread only)
         self._stop_message = "llmd is shutting down"
         # Tokenizing, template rendering and embeddings: off the loop, and
@@ -236,6 +237,11 @@ class LocalDeployment(Deployment):
         return self.loaded
 
     # -- work -----------------------------------------------------------
+    def stalled_s(self) -> float:
+        """Seconds the step in progress has taken (0 between steps): a llama_decode that never returns."""
+        started = self._step_started
+        return time.monotonic() - started if started is not None else 0.0
+
     async def probe(self) -> str | None:
         """Serving needs the generation thread: one that died (a crash inside llama.cpp) is unhealthy."""
         if self._thread is not None and not self._thread.is_alive():
@@ -385,11 +391,14 @@ class LocalDeployment(Deployment):
                     free -= 1
             for job in admitted:
                 sched.admit(job)
+            self._step_started = time.monotonic()
             try:
                 sched.step()  # it flushes the previous step's events right before its decode
             except Exception:  # noqa: BLE001 - never let the worker die with jobs in flight
                 log.exception("scheduler step failed on %s", self.model.name)
                 sched.end_all(FinishReason.ERROR)
+            finally:
+                self._step_started = None
 
     def _finish_running(self, job: Job, result: GenerationResult) -> None:
         with self._cond:

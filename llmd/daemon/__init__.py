@@ -189,7 +189,9 @@ class Daemon:
             return
         self.notifier.send("READY=1")
         log.info("ready")
-        await self.notifier.watchdog()
+        core = self.core
+        await self.notifier.watchdog(
+            lambda: core.fleet.stall(self.config.engine.stall_timeout_s) if core is not None else None)
 
     def request_reload(self) -> None:
         """SIGHUP: re-read the config file in the background (signal handler)."""

@@ -89,6 +89,9 @@ class FakeModel:
 
     def decode(self, entries: Sequence[BatchEntry]) -> list[int]:
         """Pretend to evaluate a batch (``delay_s`` per step, or a scripted failure); the rows to sample from."""
+        gate = getattr(self, "decode_gate", None)
+        if gate is not None:
+            gate.wait()
         if self._delay:
             time.sleep(self._delay)
         if self.fail_decode:
@@ -153,6 +156,9 @@ class FakeEngine:
         self.fail_decode = fail_decode
         self.load_gate = threading.Event()
         self.load_gate.set()
+        # Cleared by a test: every decode step waits on it (a stuck llama_decode).
+        self.decode_gate = threading.Event()
+        self.decode_gate.set()
         self.loaded: list[FakeModel] = []
 
     def supports_gpu(self) -> bool:
@@ -169,5 +175,6 @@ class FakeEngine:
             raise RuntimeError("fake load failure")
         model = FakeModel(path, settings, self.reply, self.delay_s, self.split_bytes, self.fail_after,
                           self.fail_decode)
+        model.decode_gate = self.decode_gate
         self.loaded.append(model)
         return model
