@@ -61,7 +61,9 @@ class EngineConfig:
     kv_unified: bool = False  # one KV buffer shared by all slots (False: one per slot, faster here)
     ngram_draft_tokens: int = 0  # n-gram speculation for a lone stream: draft tokens per step (0: off)
     kv_cache_type: str = "f16"  # f16, q8_0 or q4_0: K and V cache precision (quantized: less memory per slot)
-    n_gpu_layers: int = 0
+    # Layers on the GPU: -2 decides per start (all when a GPU build finds a GPU whose free memory holds the
+    # model, else none), -1 all, 0 none (CPU), N the first N.
+    n_gpu_layers: int = -2
     queue_size: int = 16  # requests waiting per deployment before 503 + Retry-After
     load_wait_s: float = 0.0  # how long a request waits for a model that is loading
     # A decode step that takes longer stops the systemd watchdog pings (the daemon is restarted); 0: never.
@@ -495,6 +497,7 @@ def _check(cfg: Config) -> None:
         ("engine.n_batch", cfg.engine.n_batch >= 1, "must be >= 1"),
         ("engine.parallel", 1 <= cfg.engine.parallel <= 256, "must be 1-256"),
         ("engine.prefill_chunk", cfg.engine.prefill_chunk >= 1, "must be >= 1"),
+        ("engine.n_gpu_layers", cfg.engine.n_gpu_layers >= -2, "must be >= -2 (-2: auto, -1: all, 0: CPU)"),
         ("engine.stall_timeout_s", cfg.engine.stall_timeout_s >= 0, "must be >= 0 (0: never)"),
         ("monitor.interval_s", cfg.monitor.interval_s == 0 or cfg.monitor.interval_s >= 0.1, "must be 0 or >= 0.1"),
         *((f"monitor.{key}", getattr(cfg.monitor, key) >= 0, "must be >= 0")

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import psutil
 
 from llmd.config import KV_CACHE_TYPES, Config
-from llmd.core import placement
+from llmd.core import placement, system
 from llmd.core.auth import Auth
 from llmd.core.background import Background
 from llmd.core.deployment import Deployment, DeploymentInfo, FinishHook
@@ -57,6 +57,7 @@ LIVE = (DeploymentState.PENDING, DeploymentState.STARTING, DeploymentState.RUNNI
 SETTING_KEYS = ("n_ctx", "max_model_len", "n_threads", "n_gpu_layers", "n_batch", "parallel", "kv_unified",
                 "kv_cache_type", "gpu_memory_utilization")
 _FOREVER = 10 * 365 * 86400.0
+AUTO_GPU_LAYERS = -2  # engine.n_gpu_layers: decide per start from the GPU's free memory
 HEALTH_FAILURES = 3  # failed health checks in a row that put a running deployment in error
 StatusHook = Callable[[str], None]
 
@@ -457,6 +458,26 @@ class Fleet:
         )
         return out, (float(util) if util is not None else None)
 
+    async def _resolve_gpu(self, model: Model, load: LoadSettings, needed: int) -> LoadSettings:
+        """``n_gpu_layers`` AUTO_GPU_LAYERS (the default): every layer on the GPU when the engine is a GPU
+        build, a GPU is there, and one GPU's free memory holds the model's estimate (weights and KV cache)
+        with a tenth to spare; else none. A number set in the config or the start is used as it is."""
+        if load.n_gpu_layers != AUTO_GPU_LAYERS:
+            return load
+        layers, why = 0, "the engine is a CPU build"
+        if self.has_gpu():
+            gpus = await asyncio.to_thread(system.gpus)
+            free = max((g.memory_free_bytes for g in gpus.devices), default=0)
+            if not gpus.devices:
+                why = gpus.reason or "no GPU"
+            elif free >= needed * 1.1:
+                layers, why = -1, f"{free / placement.MIB:.0f} MiB free on the GPU for {needed / placement.MIB:.0f}"
+            else:
+                why = f"only {free / placement.MIB:.0f} MiB free on the GPU for {needed / placement.MIB:.0f} MiB"
+        self.logs.write(model.name, "info", f"n_gpu_layers auto: {'all layers on the GPU' if layers else 'CPU'} "
+                                            f"({why})")
+        return dataclasses.replace(load, n_gpu_layers=layers)
+
     def has_gpu(self) -> bool:
         """Whether the engine can offload layers to a GPU (answered once by the engine)."""
         try:
@@ -515,7 +536,11 @@ class Fleet:
             raise ValidationError("port must be 1-65535", field="port")
         async with self._place_lock:
             existing = self._deployments.get(model.name)
-            if existing is not None and existing.state in LIVE and existing.settings == load:
+            # auto GPU layers asked again: whatever the running deployment resolved them to is "the same"
+            same = existing is not None and existing.settings == (
+                dataclasses.replace(load, n_gpu_layers=existing.settings.n_gpu_layers)
+                if load.n_gpu_layers == AUTO_GPU_LAYERS else load)
+            if existing is not None and existing.state in LIVE and same:
                 await self._update_running(existing, port, pinned, util, model_source)
                 dep, created = existing, False
             else:
@@ -553,6 +578,7 @@ class Fleet:
             port = existing.port if port is None else port
         # Everything that can refuse the start comes before anything is stopped.
         plan = await self._plan(model, load)
+        load = await self._resolve_gpu(model, load, plan.needed)
         fresh_port = port is not None and port != keep_port
         if fresh_port:
             await self.ports.bind(port, model.name)  # type: ignore[arg-type]

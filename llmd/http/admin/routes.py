@@ -30,7 +30,8 @@ class RestoreCommit(StrictModel):
     """``POST /llmd/v1/restore/commit``."""
 
     size: int = Field(ge=1, le=1 << 50, description="The file's size in bytes.")
-    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="The file's SHA-256, hex.")
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="The file's SHA-256, hex.",
+                        examples=["e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"])
 
 
 class AddModelBody(StrictModel):
