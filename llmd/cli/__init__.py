@@ -42,7 +42,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="print JSON i
 def main() -> None:
     """Entry point of ``llmctl``."""
     # importing a command module registers its commands
-    from llmd.cli import access, alerts, backup, chat, config, deploy, hub, metrics, models, status, top  # noqa: F401
+    from llmd.cli import access, alerts, backup, chat, config, deploy, doctor, hub, metrics, models, status, top  # noqa: F401
 
     try:
         cli.main(standalone_mode=False)

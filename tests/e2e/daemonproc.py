@@ -42,6 +42,14 @@ class DaemonProcess:
     def start(self) -> DaemonProcess:
         """Start the process (does not wait)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMD_", "NOTIFY_", "WATCHDOG_"))}
+        # No test may reach a real hub: a closed port unless the test points it at its own stand-in
+        # (in its config file, its HF_ENDPOINT or its --set flags).
+        env.pop("HF_ENDPOINT", None)
+        config = self.config_file.read_text()
+        if "HF_ENDPOINT" not in self.extra_env and "hf_endpoint" not in config:
+            env["LLMD_DOWNLOADS_HF_ENDPOINT"] = "http://127.0.0.1:9"
+        if "ollama_registry" not in config:
+            env["LLMD_DOWNLOADS_OLLAMA_REGISTRY"] = "http://127.0.0.1:9"
         env.update(self.extra_env)
         env["PYTHONUNBUFFERED"] = "1"
         cmd = [sys.executable, "-m", "llmd", "--config", str(self.config_file), "--host", "127.0.0.1",
