@@ -53,8 +53,10 @@ class DiskFigures:
 
     @property
     def usage_percent(self) -> float:
-        """Used over total, in percent."""
-        return self.used_bytes / self.total_bytes * 100 if self.total_bytes else 0.0
+        """Used over what users can have (used + free), in percent, as df shows it: the blocks reserved for
+        root are not counted as room, so a full disk reads 100 %."""
+        room = self.used_bytes + self.free_bytes
+        return self.used_bytes / room * 100 if room else 0.0
 
 
 @dataclass(frozen=True)
