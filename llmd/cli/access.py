@@ -145,3 +145,21 @@ def users_remove(ctx: click.Context, username: str, as_json: bool) -> None:
         print_json(data)
         return
     click.echo(f"removed user {username}")
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def whoami(ctx: click.Context, as_json: bool) -> None:
+    """Show the auth mode in force (and why) and who llmctl is to the daemon."""
+    data = get_client(ctx).request("GET", "/llmd/v1/auth")
+    if want_json(ctx, as_json):
+        print_json(data)
+        return
+    auth = data.get("auth") or {}
+    click.echo(f"auth {'on' if auth.get('enabled') else 'off'}: {auth.get('reason', '')}")
+    who = data.get("principal")
+    if not who:
+        click.echo("you: anonymous")
+        return
+    click.echo("you: " + ", ".join(f"{k} {v}" for k, v in who.items() if v not in (None, "", [])))

@@ -81,3 +81,11 @@ def test_an_unknown_llmd_variable_is_named_and_the_daemon_still_found(daemon):
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["health"]["model_loaded"] is True
     assert "ignoring LLMD_FOO" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_whoami_over_the_socket(daemon):
+    p = llmctl(daemon, "whoami")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("auth off:") and "you:" in p.stdout
+    data = json.loads(llmctl(daemon, "whoami", "--json").stdout)
+    assert data["auth"]["enabled"] is False and data["principal"]["scope"] == "admin"
