@@ -43,9 +43,18 @@ def default_socket(warn: Callable[[str], None] | None = None) -> Path:
     except ConfigError as exc:
         warn(f"llmctl: cannot read llmd's configuration ({exc}); trying {FALLBACK_SOCKET}")
         path = None
-    if path is not None and path.exists():
+    if path is not None and _exists(path):
         return path
-    return FALLBACK_SOCKET if FALLBACK_SOCKET.exists() or path is None else path
+    return FALLBACK_SOCKET if _exists(FALLBACK_SOCKET) or path is None else path
+
+
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; a directory this user may not search (/run/llmd is 0750) counts as yes:
+    the connection then fails with the permission message, not a traceback."""
+    try:
+        return path.exists()
+    except PermissionError:
+        return True
 
 
 class Client:
@@ -65,7 +74,7 @@ class Client:
                                      base_url="http://llmd", timeout=timeout, headers=headers)
 
     def _not_running(self) -> CliError:
-        if self.url is None and self.socket_path is not None and self.socket_path.exists() \
+        if self.url is None and self.socket_path is not None and _exists(self.socket_path) \
                 and not os.access(self.socket_path, os.R_OK | os.W_OK):
             return CliError(f"permission denied on {self.socket_path}: run llmctl as root, as llmd's user, "
                             f"or as a member of its group (auth.unix_group)")
@@ -92,7 +101,7 @@ class Client:
         """One JSON request; raises :class:`CliError` with the daemon's message on failure."""
         try:
             resp = self.http.request(method, path, **kw)
-        except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError):
+        except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError, PermissionError):
             raise self._not_running() from None
         except httpx.HTTPError as exc:
             raise CliError(f"request to llmd failed: {exc}") from None
@@ -111,7 +120,7 @@ class Client:
                 with partial.open("wb") as fh:
                     for chunk in resp.iter_bytes():
                         fh.write(chunk)
-        except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError):
+        except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError, PermissionError):
             partial.unlink(missing_ok=True)
             raise self._not_running() from None
         except httpx.HTTPError as exc:
@@ -138,7 +147,7 @@ class Client:
                     if "error" in event:
                         raise CliError(str(event["error"].get("message", event["error"])))
                     yield event
-        except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError):
+        except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError, PermissionError):
             raise self._not_running() from None
         except httpx.HTTPError as exc:
             raise CliError(f"request to llmd failed: {exc}") from None

@@ -10,7 +10,9 @@ request. Embeddings use a second context created on first use with
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
 import logging
 import threading
 from typing import Any, Sequence
@@ -39,7 +41,10 @@ class LlamaCppModel:
         lib.llama_backend_init()
         mparams = lib.llama_model_default_params()
         mparams.n_gpu_layers = settings.n_gpu_layers
-        self._model = LlamaModel(path_model=path, params=mparams, verbose=False)
+        # verbose=True: with False, llama-cpp-python points the whole process's stdout and stderr at
+        # /dev/null while it loads, and every other thread's log lines are lost with them. llama.cpp's own
+        # lines come through the engine's log callback either way.
+        self._model = LlamaModel(path_model=path, params=mparams, verbose=True)
         self._vocab = self._model.vocab
         self.n_vocab = lib.llama_vocab_n_tokens(self._vocab)
         self.n_slots = max(1, settings.n_slots)
@@ -217,11 +222,17 @@ class LlamaCppModel:
                 n = self.n_ctx
                 seqs = min(n, int(self._lib.llama_max_parallel_sequences()))
                 n = -(-n // seqs) * seqs
-                self._embedder = self._lib.Llama(
-                    model_path=self.path, n_ctx=n, n_batch=n, n_ubatch=n,
-                    n_threads=self.settings.n_threads, n_gpu_layers=self.settings.n_gpu_layers,
-                    embedding=True, pooling_type=self._lib.LLAMA_POOLING_TYPE_MEAN, verbose=False,
-                )
+                # verbose=True, as for the model: False silences the whole process (its file descriptors)
+                # while it loads. What the Python wrapper then prints (the model's metadata, the chat
+                # format) goes to the daemon's log at debug level instead of straight to stderr.
+                printed = io.StringIO()
+                with contextlib.redirect_stderr(printed), contextlib.redirect_stdout(printed):
+                    self._embedder = self._lib.Llama(
+                        model_path=self.path, n_ctx=n, n_batch=n, n_ubatch=n,
+                        n_threads=self.settings.n_threads, n_gpu_layers=self.settings.n_gpu_layers,
+                        embedding=True, pooling_type=self._lib.LLAMA_POOLING_TYPE_MEAN, verbose=True,
+                    )
+                log.debug("embedding context of %s: %s", self.path, printed.getvalue()[:4000])
                 self._sink("info", "embedding context created")
             for i, text in enumerate(texts):
                 # A text of characters the tokenizer drops ("\x04") gives no tokens, and decoding nothing
