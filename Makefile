@@ -51,3 +51,11 @@ fuzz: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# Debian 12 packages (llmd, llmd-model-smollm2) in ~/.cache/llmd-deb/out/: scripts/build-deb --help.
+deb:
+	scripts/build-deb $(DEB_ARGS)
+
+# The packages end to end on a real systemd in a container (root; scripts/test-deb --help).
+.PHONY: test-deb
+test-deb: ; scripts/test-deb
