@@ -68,7 +68,12 @@ class Backups:
     async def export(self) -> Export:
         """A consistent copy of the database now, as a stream of bytes."""
         stamp = time.strftime("%Y%m%dT%H%M%S")
-        path = self.state_dir / "backups" / f".export-{stamp}-{id(self)}.db"
+        folder = self.state_dir / "backups"
+        # An export whose client left before reading it all is not deleted by its stream: sweep old ones.
+        for old in folder.glob(".export-*.db") if folder.exists() else ():
+            if time.time() - old.stat().st_mtime > 3600:
+                old.unlink(missing_ok=True)
+        path = folder / f".export-{stamp}-{id(self)}.db"
         await self.backup_to(path)
         size = path.stat().st_size
 
