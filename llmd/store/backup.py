@@ -74,20 +74,6 @@ def inspect(path: Path) -> DatabaseInfo:
     return DatabaseInfo(str(path), path.stat().st_size, names, sorted(set(names) - KNOWN))
 
 
-def newer_than_known(db_path: Path) -> list[str]:
-    """The migrations recorded in ``db_path`` that this llmd does not know (empty: usable)."""
-    if not db_path.exists():
-        return []
-    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
-    try:
-        names = [r[0] for r in con.execute("SELECT name FROM schema_migrations")]
-    except sqlite3.Error:
-        return []
-    finally:
-        con.close()
-    return sorted(set(names) - KNOWN)
-
-
 def apply_restore(db_path: Path, pending: Path, backups: Path) -> Path | None:
     """Put the checked file ``pending`` in place of ``db_path`` (the daemon is not running it): the current
     database is first copied to ``backups``; returns that copy (None when there was no database)."""
