@@ -157,7 +157,8 @@ class HubConfig:
 class DeploymentsConfig:
     """How many models may be loaded at once, and for how long they stay idle."""
 
-    # Memory that loaded models may use together, in MiB; 0 means 80% of RAM.
+    # Memory that loaded models may use together, in MiB; 0 derives it from the RAM, leaving 20% (at least
+    # 1 GiB) to the system (docs/deployments.md). GPUs always keep 10% (at least 512 MiB) of their own.
     memory_budget_mb: int = 0
     keep_alive_s: float = 1800.0  # an idle deployment is unloaded after this; 0 means never
     pin_default: bool = True  # the default model is pinned: never evicted or unloaded for idleness
@@ -556,8 +557,9 @@ def _check(cfg: Config) -> None:
                           "such as 0660") from None
 
 
-def render_config(cfg: Config) -> str:
-    """The effective configuration as TOML-ish lines with their sources."""
+def render_config(cfg: Config, notes: dict[str, str] | None = None) -> str:
+    """The effective configuration as TOML-ish lines with their sources; ``notes`` adds a comment line under
+    a key (what a value of 0 or "auto" comes to on this machine)."""
     lines = []
     if cfg.config_file:
         lines.append(f"# config file: {cfg.config_file}")
@@ -575,6 +577,8 @@ def render_config(cfg: Config) -> str:
         if isinstance(value, str):
             shown = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
         lines.append(f"{name} = {shown}  # {source}")
+        if notes and key in notes:
+            lines.append(f"#   {notes[key]}")
     enabled, why = resolve_auth_mode(cfg)
     lines.append(f"\n# auth in force: {'on' if enabled else 'off'} ({why})")
     return "\n".join(lines) + "\n"

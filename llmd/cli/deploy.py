@@ -46,7 +46,7 @@ def deployment_id(client: Client, ref: str) -> str:
 @json_option
 @click.pass_context
 def ps(ctx: click.Context, show_all: bool, as_json: bool) -> None:
-    """List deployments: id, model, state, port, memory, idle time, pinned."""
+    """List deployments: id, model, state, port, memory (budgeted, estimated, measured), idle time, pinned."""
     items = get_client(ctx).request("GET", "/api/deployments/list")["data"]["items"]
     if not show_all:
         items = [i for i in items if i["status"] not in ("stopped",)]
@@ -56,12 +56,16 @@ def ps(ctx: click.Context, show_all: bool, as_json: bool) -> None:
     if not items:
         click.echo("no deployments" + ("" if show_all else " running (llmctl ps -a shows stopped ones)"))
         return
-    rows = [[i["deployment_id"], i["model_id"], i["status"], str(i["port"] or "-"),
-             f"{i['memory_mb']:.0f} MiB" if i["memory_mb"] else "-", _idle(i.get("idle_s")),
+    def mib(v: float | None) -> str:
+        return f"{v:.0f} MiB" if v else "-"
+
+    rows = [[i["deployment_id"], i["model_id"], i["status"], str(i["port"] or "-"), mib(i["memory_mb"]),
+             mib(i.get("memory_estimate_mb")), mib(i.get("memory_measured_mb")), _idle(i.get("idle_s")),
              "yes" if i["pinned"] else "no",
              i.get("note") or i.get("error") or (i.get("stop_reason") if i["status"] == "stopped" else "") or ""]
             for i in items]
-    table(rows, ["ID", "MODEL", "STATE", "PORT", "MEMORY", "IDLE", "PINNED", "NOTE"])
+    # MEMORY is what the budget counts: the larger of the estimate and the measurement (docs/deployments.md)
+    table(rows, ["ID", "MODEL", "STATE", "PORT", "MEMORY", "ESTIMATED", "MEASURED", "IDLE", "PINNED", "NOTE"])
 
 
 def _run(ctx: click.Context, model: str, ctx_len: int | None, gpu_layers: int | None, port: int | None,

@@ -272,13 +272,15 @@ def _ram(a: Answers) -> tuple[int, int]:
 
 def check_memory(a: Answers) -> Check:
     """The deployments' memory against the memory budget, the RAM and the memory available."""
-    deployments = a.status["health"]["deployments"]
-    # memory_bytes is the placement estimate (weights + KV cache), the figure the budget is kept with
+    health = a.status["health"]
+    deployments = health["deployments"]
+    # memory_bytes is what the budget counts for each: the larger of its estimate and its measurement
     need = sum(d.get("memory_bytes") or 0 for d in deployments)
     total, available = _ram(a)
     budget_mb = int(a.setting("deployments.memory_budget_mb") or 0)
-    budget = budget_mb * MIB if budget_mb > 0 else int(total * 0.8)
-    source = "deployments.memory_budget_mb" if budget_mb > 0 else "80 % of RAM"
+    # The daemon says what its budget is (derived from the RAM when the setting is 0); an older one does not
+    budget = health.get("memory_budget_bytes") or (budget_mb * MIB if budget_mb > 0 else int(total * 0.8))
+    source = "deployments.memory_budget_mb" if budget_mb > 0 else "derived from the RAM"
     count = len(deployments)
     detail = (f"{count} deployment{'s need' if count != 1 else ' needs'} {human_size(need) if need else '0 B'} of "
               f"{human_size(budget)} ({source}, {_percent(need, budget)}); RAM {human_size(total)}, "
@@ -288,7 +290,7 @@ def check_memory(a: Answers) -> Check:
                      "(llmctl stop MODEL), or use smaller quantizations or contexts")
     if budget_mb > 0 and budget > total:
         return Check("memory", "warn", detail, "deployments.memory_budget_mb is more than the RAM: lower it, "
-                     "or set 0 for 80 % of RAM (llmctl config set deployments.memory_budget_mb 0; restart)")
+                     "or set 0 to derive it from the RAM (llmctl config set deployments.memory_budget_mb 0; restart)")
     if need > 0.9 * budget:
         return Check("memory", "warn", detail, "the models fill the memory budget: a new one will evict others; "
                      "stop unused ones (llmctl stop MODEL) or raise deployments.memory_budget_mb")

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Sequence
 
+from llmd.core import memory
 from llmd.core.engine.base import LoadSettings
 from llmd.core.registry import Model
 from llmd.core.types import (
@@ -56,7 +57,9 @@ class DeploymentInfo:
     settings: dict[str, Any] = field(default_factory=dict)
     port: int | None = None
     pinned: bool = False
-    memory_bytes: int = 0  # the placement estimate: weights + KV cache
+    memory_bytes: int = 0  # what the budget counts: the larger of estimate and measurement
+    memory_estimate: dict[str, int] | None = None  # core/memory.py's parts and totals, bytes
+    memory_measured: dict[str, Any] | None = None
     model_source: str | None = None
     gpu_memory_utilization: float | None = None
     created_at: float | None = None
@@ -153,7 +156,9 @@ class Deployment(abc.ABC):
         self.pinned = False  # exempt from eviction and idle unload
         self.last_used = time.time()  # the last request (wall clock), for LRU eviction and keep-alive
         self.created_at = time.time()
-        self.memory_bytes = 0
+        self.memory_bytes = 0  # the estimate's total (also in the store)
+        self.memory_estimate: memory.MemoryEstimate | None = None
+        self._memory_warned = 0  # the measurement last warned about, so a warning is not repeated
         self.model_source: str | None = None
         self.gpu_memory_utilization: float | None = None
         self.stop_reason: str | None = None
@@ -292,6 +297,37 @@ class Deployment(abc.ABC):
         """Layers offloaded to a GPU (-1: all)."""
         return self.settings.n_gpu_layers
 
+    def memory_measured(self) -> memory.MemoryMeasure | None:
+        """What the deployment was measured to hold (None before it is loaded, or when it cannot be told)."""
+        return None
+
+    def refresh_memory(self) -> None:  # noqa: B027 - a no-op unless the kind must read its measurement
+        """Measure again where a measurement must be read (an external process); blocking, in a thread."""
+
+    def placed_bytes(self) -> int:
+        """What the budget counts for this deployment: the larger of its estimate and its measurement."""
+        measured = self.memory_measured()
+        return max(self.memory_bytes, measured.total if measured is not None else 0)
+
+    def placed_gpu_bytes(self) -> int:
+        """The part of :meth:`placed_bytes` on GPUs: the larger of estimate and NVML's measurement."""
+        measured = self.memory_measured()
+        est = self.memory_estimate.gpu if self.memory_estimate is not None else 0
+        return max(est, measured.gpu if measured is not None else 0)
+
+    def check_memory(self) -> None:
+        """Warn (once per 10% more) when the measurement exceeds the estimate by more than the tolerance."""
+        measured = self.memory_measured()
+        if measured is None or not self.memory_bytes:
+            return
+        limit = max(self.memory_bytes, self._memory_warned) * (1 + memory.TOLERANCE)
+        if measured.total > limit:
+            self._memory_warned = measured.total
+            message = (f"memory above its estimate by more than {memory.TOLERANCE:.0%}: "
+                       f"{memory.describe(self.memory_estimate, measured)}; the budget counts the measurement")
+            log.warning("deployment %s (%s): %s", self.id, self.model.name, message)
+            self.log("warning", message)
+
     def _activity(self) -> dict[str, Any]:
         """Queue and slot figures of this kind (queued, active, slots, scheduler, engine)."""
         return {}
@@ -300,9 +336,12 @@ class Deployment(abc.ABC):
         """The deployment's figures now."""
         activity = self._activity()
         idle = self.is_idle()
+        measured = self.memory_measured()
         return DeploymentInfo(
             deployment_id=self.id, model=self.model.name, state=self.state, kind=self.kind, error=self.error,
-            settings=self.settings.to_dict(), port=self.port, pinned=self.pinned, memory_bytes=self.memory_bytes,
+            settings=self.settings.to_dict(), port=self.port, pinned=self.pinned, memory_bytes=self.placed_bytes(),
+            memory_estimate=self.memory_estimate.to_dict() if self.memory_estimate is not None else None,
+            memory_measured=measured.to_dict() if measured is not None else None,
             model_source=self.model_source, gpu_memory_utilization=self.gpu_memory_utilization,
             created_at=self.created_at, started_at=self.started_at, stopped_at=self.stopped_at,
             last_used=self.last_used, stop_reason=self.stop_reason, note=self.note, live=True,

@@ -34,11 +34,13 @@ import time
 from typing import Any, AsyncIterator, Sequence
 
 import httpx
+import psutil
 
 from llmd.config import Config
 from llmd.core.deployment import Deployment, FinishHook, Generation, LogSink, StateHook
 from llmd.core.engine.base import LoadSettings
 from llmd.core.generation import apply_defaults
+from llmd.core.memory import MemoryMeasure
 from llmd.core.registry import Model
 from llmd.core.types import (
     DeploymentState,
@@ -252,6 +254,7 @@ class ExternalDeployment(Deployment):
         super().__init__(model, settings, queue_size=config.engine.queue_size, on_state=on_state,
                          on_finish=on_finish, log_sink=log_sink)
         self.config = config
+        self._measured: MemoryMeasure | None = None
         # The server.
         self.command: list[str] = []
         self.engine_port: int | None = None
@@ -558,6 +561,23 @@ class ExternalDeployment(Deployment):
         return EmbeddingResult(vectors=vectors, prompt_tokens=tokens, model=self.model.name)
 
     # -- figures ----------------------------------------------------------
+    def memory_measured(self) -> MemoryMeasure | None:
+        """The server's process tree, as :meth:`refresh_memory` last read it."""
+        return self._measured
+
+    def refresh_memory(self) -> None:
+        """Read the resident memory of the server and its children (blocking: call it in a thread)."""
+        pid = self.pid
+        if pid is None:
+            return
+        try:
+            proc = psutil.Process(pid)
+            rss = sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
+        except psutil.Error:
+            return
+        self._measured = MemoryMeasure(process=rss)
+        self.check_memory()
+
     @property
     def device(self) -> str | None:
         """Another process runs the model."""

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import psutil
 
 from llmd.config import KV_CACHE_TYPES, Config
-from llmd.core import placement, system
+from llmd.core import memory, placement, system
 from llmd.core.auth import Auth
 from llmd.core.background import Background
 from llmd.core.deployment import Deployment, DeploymentInfo, FinishHook
@@ -471,9 +471,9 @@ class Fleet:
             if not gpus.devices:
                 why = gpus.reason or "no GPU"
             elif free >= needed * 1.1:
-                layers, why = -1, f"{free / placement.MIB:.0f} MiB free on the GPU for {needed / placement.MIB:.0f}"
+                layers, why = -1, f"{free / memory.MIB:.0f} MiB free on the GPU for {needed / memory.MIB:.0f}"
             else:
-                why = f"only {free / placement.MIB:.0f} MiB free on the GPU for {needed / placement.MIB:.0f} MiB"
+                why = f"only {free / memory.MIB:.0f} MiB free on the GPU for {needed / memory.MIB:.0f} MiB"
         self.logs.write(model.name, "info", f"n_gpu_layers auto: {'all layers on the GPU' if layers else 'CPU'} "
                                             f"({why})")
         return dataclasses.replace(load, n_gpu_layers=layers)
@@ -590,7 +590,7 @@ class Fleet:
                                      release_port=port != keep_port)
             for victim in plan.evict:
                 await self._evict(victim, model.name, plan)
-            return await self._create(model, load, util, port, pinned, model_source, plan.needed)
+            return await self._create(model, load, util, port, pinned, model_source, plan.estimate)
         except BaseException:
             if fresh_port and port is not None:
                 await self.ports.release(port)
@@ -606,27 +606,60 @@ class Fleet:
 
     async def _plan(self, model: Model, load: LoadSettings) -> placement.Plan:
         """Will ``model`` fit the budget (after evictions)? InsufficientResourcesError with the figures if not."""
-        needed = 0 if model.framework == "vllm" else await asyncio.to_thread(
-            placement.estimate_bytes, model.path, load.n_ctx, load.n_slots, model.size_bytes, load.kv_cache_type)
+        est = await self._estimate(model, load)
         live = [d for d in self._deployments.values() if d.state in LIVE and d.model.name != model.name]
-        budget = placement.budget_bytes(self.config.deployments.memory_budget_mb)
-        plan = placement.plan(needed, budget, live, self.config.deployments.max_running)
+        gpu_totals = []
+        if est.gpu and self.has_gpu():
+            gpus = await asyncio.to_thread(system.gpus)
+            gpu_totals = [g.memory_total_bytes for g in gpus.devices if g.memory_total_bytes]
+        budget = memory.budget(self.config.deployments.memory_budget_mb, gpu_totals=gpu_totals)
+
+        def measure() -> placement.Plan:  # reads /proc (external engines' trees): off the loop
+            for d in live:
+                d.refresh_memory()
+            return placement.plan(est.total, budget.host, live, self.config.deployments.max_running,
+                                  needed_gpu=est.gpu, gpu_budget=budget.gpu)
+
+        plan = await asyncio.to_thread(measure)
+        plan.estimate = est
         if not plan.fits:
             figures = plan.figures(live)
+            figures["estimate"] = {k: round(v / memory.MIB, 1) for k, v in est.to_dict().items()}
             if plan.too_many:
                 raise InsufficientResourcesError(
                     f"model '{model.name}' would be deployment {plan.running + 1} but at most {plan.max_running} "
                     "may run at once (deployments.max_running, the max_concurrent_models of GET /api/config), and "
                     "no idle unpinned deployment can be evicted", details={"model": model.name, **figures})
+            if plan.gpu_short:
+                raise InsufficientResourcesError(
+                    f"model '{model.name}' needs about {figures['needed_gpu_mb']} MiB of GPU memory but only "
+                    f"{max(0.0, figures['gpu_budget_mb'] - figures['gpu_in_use_mb']):.1f} MiB of the GPUs' "
+                    f"{figures['gpu_budget_mb']} MiB budget are free, and evicting the idle unpinned deployments "
+                    "would not free enough", details={"model": model.name, **figures})
             raise InsufficientResourcesError(
                 f"model '{model.name}' needs about {figures['needed_mb']} MiB but only "
                 f"{figures['available_mb']} MiB of the {figures['budget_mb']} MiB budget are free, and evicting "
                 "the idle unpinned deployments would not free enough", details={"model": model.name, **figures})
         return plan
 
+    async def _estimate(self, model: Model, load: LoadSettings) -> memory.MemoryEstimate:
+        """The memory estimate of ``model`` under ``load``; an external engine's is unknown before it runs (0)."""
+        if model.framework == "vllm":
+            return memory.MemoryEstimate()
+        layers = load.n_gpu_layers
+        if layers == AUTO_GPU_LAYERS:
+            layers = -1 if self.has_gpu() else 0  # the most it may put on a GPU; resolved after placement
+        return await asyncio.to_thread(
+            memory.estimate, model.path, n_ctx=load.n_ctx, n_slots=load.n_slots, n_batch=load.n_batch,
+            kv_cache_type=load.kv_cache_type, n_gpu_layers=layers,
+            draft_tokens=self.config.engine.ngram_draft_tokens, size_bytes=model.size_bytes)
+
     async def _create(self, model: Model, load: LoadSettings, util: float | None, port: int | None,
-                      pinned: bool | None, model_source: str | None, needed: int) -> Deployment:
+                      pinned: bool | None, model_source: str | None, est: memory.MemoryEstimate) -> Deployment:
         """Record and build the deployment (not started yet)."""
+        if load.n_gpu_layers == 0 and est.gpu:
+            est = dataclasses.replace(est, gpu=0)  # auto GPU layers resolved to the CPU
+        needed = est.total
         if pinned is None:
             pinned = self.config.deployments.pin_default and model.name == await self._default_name()
         row = await self.repo.save(model.name, state=DeploymentState.PENDING.value,
@@ -637,11 +670,13 @@ class Fleet:
         if row is not None:
             dep.id = dep_id(row["id"])
             self._ids[dep.id] = model.name
-        dep.port, dep.pinned, dep.memory_bytes = port, bool(pinned), needed
+        dep.port, dep.pinned, dep.memory_bytes, dep.memory_estimate = port, bool(pinned), needed, est
         dep.gpu_memory_utilization, dep.model_source = util, model_source
         dep.last_used = time.time()
+        parts = ", ".join(f"{k} {v / memory.MIB:.1f}" for k, v in est.to_dict().items() if v and k != "total")
         self.logs.write(model.name, "info", f"deployment {dep.id} created: {load.to_dict()}, estimated memory "
-                                            f"{needed / placement.MIB:.1f} MiB, pinned={dep.pinned}, port={port}")
+                                            f"{needed / memory.MIB:.1f} MiB ({parts} MiB), pinned={dep.pinned}, "
+                                            f"port={port}")
         if util is not None and not self.has_gpu():
             dep.note = "no GPU: gpu_memory_utilization is recorded but the model runs on the CPU"
             dep.log("warning", f"no GPU on this machine: gpu_memory_utilization={util:g} is recorded, "
@@ -654,13 +689,13 @@ class Fleet:
 
     async def _evict(self, victim: Deployment, for_model: str, plan: placement.Plan) -> None:
         """Unload ``victim`` to make room for ``for_model``; logged in both models' logs and published."""
-        mb = placement.MIB
+        mb = memory.MIB
         note = (f"evicted to make room for '{for_model}' (least recently used idle deployment; needed "
                 f"{plan.needed / mb:.1f} MiB, budget {plan.budget / mb:.1f} MiB, in use {plan.in_use / mb:.1f} MiB)")
         log.warning("deployment %s (%s) %s", victim.id, victim.model.name, note)
         victim.log("warning", note)
         self.logs.write(for_model, "info",
-                        f"evicted '{victim.model.name}' ({victim.id}, {victim.memory_bytes / mb:.1f} MiB, "
+                        f"evicted '{victim.model.name}' ({victim.id}, {victim.placed_bytes() / mb:.1f} MiB, "
                         f"idle since {time.strftime('%H:%M:%S', time.localtime(victim.last_used))}) to make room")
         self.events.publish("deployment.evicted", {"model": victim.model.name, "deployment_id": victim.id,
                                                    "for_model": for_model, "note": note})

@@ -37,6 +37,7 @@ from llmd.core.generation import (
     fit_history,
     model_defaults,
 )
+from llmd.core.memory import MemoryMeasure, describe
 from llmd.core.registry import Model
 from llmd.core.types import (
     ChatMessage,
@@ -179,6 +180,9 @@ class LocalDeployment(Deployment):
             return
         self.load_seconds = time.monotonic() - t0
         self.started_at = time.time()
+        self.log("info", f"memory at load: {describe(self.memory_estimate, self.memory_measured())} "
+                         "(the estimate includes the embedding context, created on first use)")
+        self.check_memory()
         self._thread = threading.Thread(target=self._run, name=f"llmd-gen-{self.model.name}", daemon=True)
         self._thread.start()
         self._set_state(DeploymentState.RUNNING)
@@ -274,6 +278,7 @@ class LocalDeployment(Deployment):
             if len(await loop.run_in_executor(self.aux, loaded.tokenize, text)) > loaded.n_ctx:
                 raise ValidationError(f"an input is longer than the context ({loaded.n_ctx} tokens)", field="input")
         vectors, n_tokens = await loop.run_in_executor(self.aux, loaded.embed, list(inputs))
+        self.check_memory()
         return EmbeddingResult(vectors=vectors, prompt_tokens=n_tokens, model=self.model.name)
 
     async def fit_chat(self, system: str | None, history: Sequence[ChatMessage], new: ChatMessage,
@@ -330,6 +335,11 @@ class LocalDeployment(Deployment):
         self._finish_unstarted(job, reason)
 
     # -- figures --------------------------------------------------------
+    def memory_measured(self) -> MemoryMeasure | None:
+        """The growth of this process that loading and running the model caused (engine/llama_cpp.py)."""
+        loaded = self.loaded
+        return loaded.measured_memory() if loaded is not None else None
+
     @property
     def device(self) -> str | None:
         """cpu or cuda, once loaded."""

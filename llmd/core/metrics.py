@@ -143,8 +143,22 @@ def live_families(live: LiveState) -> Iterable[Metric]:
                                   labels=["model"])
     kv_ratio = GaugeMetricFamily("llmd_kv_cache_usage_ratio", "KV-cache cells in use over the cells there are",
                                  labels=["model"])
+    mem_est = GaugeMetricFamily("llmd_deployment_memory_estimate_bytes",
+                                "Memory the deployment was estimated to hold before its load (host and GPU)",
+                                labels=["model"])
+    mem_meas = GaugeMetricFamily("llmd_deployment_memory_measured_bytes",
+                                 "Memory the deployment was measured to add since its load (host and GPU)",
+                                 labels=["model"])
+    mem_placed = GaugeMetricFamily("llmd_deployment_memory_budgeted_bytes",
+                                   "What the memory budget counts: the larger of estimate and measurement",
+                                   labels=["model"])
     for d in live.deployments:
         model = str(d.model)
+        if d.memory_estimate:
+            mem_est.add_metric([model], d.memory_estimate["total"])
+        if d.memory_measured:
+            mem_meas.add_metric([model], d.memory_measured["total"])
+        mem_placed.add_metric([model], d.memory_bytes)
         processing.add_metric([model], d.active)
         deferred.add_metric([model], d.queued)
         kv_used, kv_cap = d.scheduler.get("kv_cache_tokens"), d.scheduler.get("kv_cache_capacity")
@@ -162,7 +176,7 @@ def live_families(live: LiveState) -> Iterable[Metric]:
             state.add_metric([model, s.value], 1 if d.state is s else 0)
         completed.add_metric([model], d.completed)
     yield from (queued, capacity, slots, total_slots, loaded, state, completed, processing, deferred, kv_tokens,
-                kv_ratio)
+                kv_ratio, mem_est, mem_meas, mem_placed)
     yield from box_families(live)
 
     cpu = CounterMetricFamily("llmd_process_cpu_seconds", "CPU time of the llmd process (user + system)")

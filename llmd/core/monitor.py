@@ -21,7 +21,7 @@ import psutil
 
 from llmd import __version__
 from llmd.config import Config
-from llmd.core import system
+from llmd.core import memory, system
 from llmd.core.alerts import AlertEvent, Alerts
 from llmd.core.auth import Auth
 from llmd.core.background import Background
@@ -52,6 +52,8 @@ class Health:
     process_rss_bytes: int
     memory_total_bytes: int
     version: str = __version__
+    memory_budget_bytes: int = 0  # what deployments may hold together (core/memory.py)
+    memory_budget_source: str = ""  # deployments.memory_budget_mb, or how it was derived
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,7 @@ class ProcessUsage:
     """The process that serves a running deployment: its memory (the model's part) and CPU."""
 
     process: system.ProcessFigures
-    memory_bytes: int  # the model's share: the whole process for an external engine, the estimate in process
+    memory_bytes: int  # the model's share: the whole process for an external engine, the measured growth in process
     external: bool
     deployment: DeploymentInfo
     gpu_memory_bytes: int = 0  # what NVML says the process (and its children) holds on the GPUs
@@ -218,6 +220,7 @@ class Monitor:
         dep = self.fleet.default()
         loaded = dep is not None and dep.state is DeploymentState.RUNNING
         store_ok = await self.store_check()
+        budget = memory.budget(self.config.deployments.memory_budget_mb)
         stopping = self.background.stopping
         if stopping or not store_ok or (dep is not None and dep.state is DeploymentState.ERROR):
             status = "error"
@@ -230,7 +233,8 @@ class Monitor:
             shutting_down=stopping, uptime_s=round(self.background.uptime_s, 3),
             active_streams=self.streams.active, deployments=[d.info() for d in self.fleet.live()],
             auth=self.auth.describe(), process_rss_bytes=psutil.Process().memory_info().rss,
-            memory_total_bytes=psutil.virtual_memory().total)
+            memory_total_bytes=psutil.virtual_memory().total, memory_budget_bytes=budget.host,
+            memory_budget_source=budget.reason)
 
     async def status(self) -> Status:
         """Everything ``llmctl status`` shows."""
@@ -313,9 +317,10 @@ class Monitor:
                                              asyncio.to_thread(system.gpus))
         if figures is None:
             return None
-        # The in-process engine shares the daemon's process: the model's part is its estimate
-        # (weights and KV cache); an external engine's process is all the model's.
-        memory = figures.rss_bytes if external or not dep.memory_bytes else dep.memory_bytes
+        # The in-process engine shares the daemon's process: the model's part is what its load and use were
+        # measured to add (core/memory.py); an external engine's process is all the model's.
+        measured = dep.memory_measured()
+        memory = figures.rss_bytes if external or measured is None else measured.total
         pids = set(figures.pids) if figures.pids else {dep.pid}
         gpu_memory = sum(p.memory_bytes or 0 for g in gpus.devices for p in g.processes if p.pid in pids)
         return ProcessUsage(figures, memory, external, dep.info(), gpu_memory)

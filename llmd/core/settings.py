@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 OVERRIDE = "override (PUT /api/config)"
 # Settings read where they are used: a change applies at once. Sections end in ".*".
 RUNTIME = ("monitor.*", "alerts.*", "sampling.*", "log.level", "deployments.max_running",
-           "deployments.start_timeout_s", "deployments.stop_timeout_s", "deployments.health_check_interval_s",
+           "deployments.memory_budget_mb", "deployments.start_timeout_s", "deployments.stop_timeout_s",
+           "deployments.health_check_interval_s",
            "deployments.keep_alive_s", "engine.stall_timeout_s")
 # Never changed at run time: the database that holds the overrides lives there.
 FIXED = ("paths.*",)

@@ -28,7 +28,7 @@ from hypercorn.utils import wrap_app
 
 from llmd import __version__
 from llmd.config import Config, load_config, render_config
-from llmd.core import Core
+from llmd.core import Core, memory
 from llmd.core.backups import pending_restore
 from llmd.core.settings import apply_stored
 from llmd.daemon.listeners import PortListeners
@@ -264,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     # Settings changed at run time (PUT /api/config) win over the file, here as in the daemon.
     config = apply_stored(config, read_overrides(config.db_path))
     if args.print_config:
-        sys.stdout.write(render_config(config))
+        budget = memory.budget(config.deployments.memory_budget_mb)
+        sys.stdout.write(render_config(config, {"deployments.memory_budget_mb": f"budget in force: {budget.reason}"}))
         return 0
     setup_logging(config.log.level)
     try:

@@ -69,6 +69,19 @@ def mib(n: float | int | None, digits: int = 1) -> float:
     return round((n or 0) / MIB, digits)
 
 
+def memory_fields(d: Any) -> dict[str, Any]:
+    """A deployment's memory as every API shows it (docs/deployments.md), in MiB: what the budget counts
+    (``memory_mb``, the larger of the two), the estimate and the measurement, and each by part."""
+    est, measured = d.memory_estimate, d.memory_measured
+    return {
+        "memory_mb": mib(d.memory_bytes),
+        "memory_estimate_mb": mib(est["total"]) if est else None,
+        "memory_measured_mb": mib(measured["total"]) if measured else None,
+        "memory": {"estimate": {k: mib(v) for k, v in est.items()} if est else None,
+                   "measured": {k: mib(v) for k, v in measured.items()} if measured else None},
+    }
+
+
 def gib(n: float | int | None, digits: int = 2) -> float:
     """Bytes as GiB (the "GB" the documents show), rounded."""
     return round((n or 0) / GIB, digits)

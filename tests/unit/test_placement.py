@@ -26,12 +26,18 @@ def sized_gguf(path: Path, size: int) -> Path:
 
 
 class Dep:
-    def __init__(self, name, mb, last, pinned=False, idle=True):
+    def __init__(self, name, mb, last, pinned=False, idle=True, gpu_mb=0):
         self.memory_bytes, self.last_used, self.pinned = mb * placement.MIB, last, pinned
-        self._idle, self.name = idle, name
+        self._idle, self.name, self.gpu = idle, name, gpu_mb * placement.MIB
 
     def is_idle(self):
         return self._idle
+
+    def placed_bytes(self):
+        return self.memory_bytes
+
+    def placed_gpu_bytes(self):
+        return self.gpu
 
 
 def test_plan_picks_the_least_recently_used_idle_unpinned():
@@ -48,28 +54,19 @@ def test_plan_picks_the_least_recently_used_idle_unpinned():
     assert plan.fits and plan.evict == [a]
 
 
-def test_estimate_reads_the_kv_cache_from_the_header(tmp_path):
-    import gguf
-    import numpy as np
+def test_plan_keeps_the_gpus_budget_too():
+    mib = placement.MIB
+    a, b = Dep("a", 100, 1.0, gpu_mb=500), Dep("b", 100, 0.5, gpu_mb=100)
+    # host memory is plenty; the GPU is what is short: the idle b goes first, then a
+    plan = placement.plan(100 * mib, 10_000 * mib, [a, b], needed_gpu=450 * mib, gpu_budget=1000 * mib)
+    assert plan.fits and plan.evict == [b]
+    plan = placement.plan(100 * mib, 10_000 * mib, [a, b], needed_gpu=900 * mib, gpu_budget=1000 * mib)
+    assert plan.fits and plan.evict == [b, a]
+    plan = placement.plan(100 * mib, 10_000 * mib, [a, b], needed_gpu=1100 * mib, gpu_budget=1000 * mib)
+    assert not plan.fits and plan.gpu_short and not plan.too_many
+    # nothing on the GPU for this start: the GPUs' budget does not apply
+    assert placement.plan(100 * mib, 10_000 * mib, [a, b], needed_gpu=0, gpu_budget=1).fits
 
-    path = tmp_path / "kv.gguf"
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_block_count(2)
-    w.add_embedding_length(64)
-    w.add_head_count(4)
-    w.add_head_count_kv(2)
-    w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    size = path.stat().st_size
-    # 2 layers x 2 kv heads x (16 + 16) x 2 bytes = 256 bytes per token
-    assert placement.estimate_bytes(str(path), 100, 2) == size + 256 * 100 * 2
-    # quantized K and V: q8_0 keeps 32 values in 34 bytes, q4_0 in 18
-    assert placement.estimate_bytes(str(path), 100, 2, kv_cache_type="q8_0") == size + 128 * 34 // 32 * 100 * 2
-    assert placement.estimate_bytes(str(path), 100, 2, kv_cache_type="q4_0") == size + 128 * 18 // 32 * 100 * 2
-    assert placement.estimate_bytes(str(tmp_path / "missing.gguf"), 100, 1, size_bytes=7) == 7
 
 
 async def make(core_factory, tmp_path, **flags):

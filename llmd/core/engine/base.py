@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
+from llmd.core.memory import MemoryMeasure
 from llmd.core.types import ChatMessage, SamplingParams
 
 
@@ -96,6 +97,9 @@ class LoadedModel(Protocol):
 
     def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
         """Normalised embedding vectors of ``texts`` and the tokens they used."""
+
+    def measured_memory(self) -> MemoryMeasure:
+        """What loading and running this model was measured to add to the process (see core/memory.py)."""
 
     def close(self) -> None:
         """Free the model and its context."""

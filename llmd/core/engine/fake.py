@@ -15,6 +15,7 @@ from typing import Sequence
 
 from llmd.core.engine.base import BatchEntry, LoadSettings, LogSink
 from llmd.core.engine.chat_template import ChatTemplate
+from llmd.core.memory import MemoryMeasure
 from llmd.core.types import ChatMessage, SamplingParams
 from llmd.errors import ValidationError
 
@@ -51,6 +52,7 @@ class FakeModel:
         self.decoded_tokens = 0  # tokens evaluated, prompts included
         self.batches: list[list[tuple[int, int]]] = []  # (seq, n_tokens) per decode, last 100
         self.freed_samplers = 0
+        self.measured = MemoryMeasure()
 
     def tokenize(self, text: str) -> list[int]:
         """One token per 4 bytes of ``text``, at least one: good enough for usage maths."""
@@ -131,6 +133,10 @@ class FakeModel:
             norm = sum(x * x for x in v) ** 0.5
             vecs.append([x / norm for x in v])
         return vecs, sum(len(self.tokenize(t)) for t in texts)
+
+    def measured_memory(self) -> MemoryMeasure:
+        """Nothing real is allocated; tests set ``measured`` to drive placement."""
+        return self.measured
 
     def close(self) -> None:
         """Mark the model closed."""

@@ -5,7 +5,12 @@ has its own KV buffer (``kv_unified=False``, total context = per-slot
 context x slots): measured here, that decodes many streams faster than one
 shared buffer. Sampling runs in C through a ``llama_sampler`` chain per
 request. Embeddings use a second context created on first use with
-``embedding=True`` over the same (memory-mapped) weights.
+``embeddings=True`` over the same (memory-mapped) weights.
+
+What each deployment makes resident is measured here, where it happens
+(:class:`llmd.core.memory.MemoryMeasure`): the growth of the process around
+the load, around each decode step larger than any before it, and around the
+embedding context's creation and first chunks.
 """
 
 from __future__ import annotations
@@ -15,8 +20,12 @@ import ctypes
 import io
 import logging
 import threading
+import weakref
 from typing import Any, Sequence
 
+import numpy as np
+
+from llmd.core import memory
 from llmd.core.engine.base import BatchEntry, LoadSettings, LogSink
 from llmd.core.engine.chat_template import ChatTemplate
 from llmd.core.types import ChatMessage, SamplingParams
@@ -83,8 +92,13 @@ class LlamaCppModel:
         self.n_gpu_layers = settings.n_gpu_layers if offload else 0
         self.device = "cuda" if offload and self.n_gpu_layers != 0 else "cpu"
         self._pieces: dict[int, bytes] = {}
-        self._embedder: Any = None
+        self._embedder: Any = None  # an encoder's embedding model (llama_cpp.Llama), or None
+        self._embed_ctx: Any = None  # a decoder's embedding context (chunked), or None
+        self._embed_batch: Any = None
         self._embed_lock = threading.Lock()
+        self._embed_high = 0  # the most tokens one embedding decode has used
+        self.measured = memory.MemoryMeasure()
+        self._step_high = (0, 0)  # the most tokens and outputs one decode step has used
         bos, eos = self._model.token_bos(), self._model.token_eos()
         self._bos = bos
         self._template = ChatTemplate(
@@ -201,7 +215,14 @@ class LlamaCppModel:
             else:
                 rows.append(-1)
         b.n_tokens = i
+        outputs = sum(len(e.tokens) if e.every_logit else 1 for e in entries if e.logits or e.every_logit)
+        high_tokens, high_outputs = self._step_high
+        # Only a step larger than any before can touch compute pages that were never touched: measure those.
+        before = memory.rss_bytes() if i > high_tokens or outputs > high_outputs else None
         rc = self._lib.llama_decode(self._ctx, b)
+        if before is not None:
+            self.measured.runtime += max(0, memory.rss_bytes() - before)
+            self._step_high = (max(i, high_tokens), max(outputs, high_outputs))
         if rc != 0:
             raise RuntimeError(f"llama_decode failed with status {rc}")
         return rows
@@ -212,36 +233,120 @@ class LlamaCppModel:
 
     # -- embeddings -----------------------------------------------------
     def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
-        """Normalised, mean-pooled embeddings from a second, embedding-only context."""
+        """Normalised, mean-pooled embeddings from a second, embedding-only context (created on first use)."""
         with self._embed_lock:
-            if self._embedder is None:
-                # One input of a whole context per batch. An embedding context keeps up to
-                # llama_max_parallel_sequences() inputs at once and llama.cpp rounds n_ctx down to a
-                # multiple of that; a batch then larger than n_ctx aborts the process (GGML_ASSERT in
-                # graph_reserve). Round up instead.
-                n = self.n_ctx
-                seqs = min(n, int(self._lib.llama_max_parallel_sequences()))
-                n = -(-n // seqs) * seqs
-                # verbose=True, as for the model: False silences the whole process (its file descriptors)
-                # while it loads. What the Python wrapper then prints (the model's metadata, the chat
-                # format) goes to the daemon's log at debug level instead of straight to stderr.
-                printed = io.StringIO()
-                with contextlib.redirect_stderr(printed), contextlib.redirect_stdout(printed):
-                    self._embedder = self._lib.Llama(
-                        model_path=self.path, n_ctx=n, n_batch=n, n_ubatch=n,
-                        n_threads=self.settings.n_threads, n_gpu_layers=self.settings.n_gpu_layers,
-                        embedding=True, pooling_type=self._lib.LLAMA_POOLING_TYPE_MEAN, verbose=True,
-                    )
-                log.debug("embedding context of %s: %s", self.path, printed.getvalue()[:4000])
+            if self._embed_ctx is None and self._embedder is None:
+                before = memory.rss_bytes()
+                shape = memory.model_shape(self.path)
+                if shape is None or shape.causal:
+                    self._new_embed_context()
+                else:
+                    self._new_encoder()
+                self.measured.embedding += max(0, memory.rss_bytes() - before)
                 self._sink("info", "embedding context created")
+            if self._embedder is not None:
+                return self._embed_encoder(texts)
+            vectors, count = [], 0
             for i, text in enumerate(texts):
+                tokens = self._model.tokenize(text.encode("utf-8"), add_bos=True, special=False)
                 # A text of characters the tokenizer drops ("\x04") gives no tokens, and decoding nothing
                 # fails inside llama.cpp: refuse it by name instead.
-                if not self._embedder.tokenize(text.encode("utf-8")):
+                if not tokens or (len(tokens) == 1 and tokens[0] == self._bos):
                     raise ValidationError(f"input[{i}] has no tokens: the model's tokenizer drops all of it",
                                           field="input")
-            vectors, count = self._embedder.embed(list(texts), normalize=True, return_count=True)
+                if len(tokens) > self._embed_n_ctx:
+                    raise ValidationError(f"input[{i}] has {len(tokens)} tokens; this deployment embeds at "
+                                          f"most {self._embed_n_ctx} (its context per slot)", field="input")
+                vectors.append(self._embed_tokens(tokens))
+                count += len(tokens)
+        return vectors, count
+
+    def _new_embed_context(self) -> None:
+        """A decoder's embedding context: per-token embeddings (no pooling in llama.cpp), one slot's context,
+        decoded in chunks of EMBED_CHUNK tokens and mean-pooled here.
+
+        llama.cpp keeps the logits of every token it is asked to embed; a context that took a whole input per
+        decode would hold n_vocab x 4 bytes per token twice over (1.6 GB for 4096 tokens of a 49k vocabulary).
+        Chunks bound that, and mean pooling over the chunks' outputs is what llama.cpp's own MEAN pooling
+        computes from the same per-token embeddings.
+        """
+        lib = self._lib
+        cparams = lib.llama_context_default_params()
+        cparams.n_ctx = self.n_ctx
+        cparams.n_batch = cparams.n_ubatch = memory.EMBED_CHUNK
+        cparams.n_seq_max = 1
+        cparams.n_threads = cparams.n_threads_batch = self.settings.n_threads
+        cparams.embeddings = True
+        cparams.pooling_type = lib.LLAMA_POOLING_TYPE_NONE
+        cparams.no_perf = True
+        ctx = lib.llama_init_from_model(self._model.model, cparams)
+        if not ctx:
+            raise RuntimeError("llama.cpp could not create the embedding context")
+        self._embed_ctx = ctx
+        self._embed_batch = lib.llama_batch_init(memory.EMBED_CHUNK, 0, 1)
+        self._embed_n_ctx = int(lib.llama_n_ctx(ctx))
+        self._n_embd = int(lib.llama_model_n_embd(self._model.model))
+
+    def _embed_tokens(self, tokens: list[int]) -> list[float]:
+        """The normalised mean of the per-token embeddings of one input, decoded chunk by chunk."""
+        lib, ctx, b, n_embd = self._lib, self._embed_ctx, self._embed_batch, self._n_embd
+        lib.llama_memory_clear(lib.llama_get_memory(ctx), True)
+        total = np.zeros(n_embd, dtype=np.float64)
+        for start in range(0, len(tokens), memory.EMBED_CHUNK):
+            chunk = tokens[start:start + memory.EMBED_CHUNK]
+            for j, t in enumerate(chunk):
+                b.token[j], b.pos[j], b.n_seq_id[j], b.logits[j] = t, start + j, 1, 1
+                b.seq_id[j][0] = 0
+            b.n_tokens = len(chunk)
+            before = memory.rss_bytes() if len(chunk) > self._embed_high else None
+            rc = lib.llama_decode(ctx, b)
+            if before is not None:
+                self.measured.embedding += max(0, memory.rss_bytes() - before)
+                self._embed_high = len(chunk)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode (embeddings) failed with status {rc}")
+            out = np.ctypeslib.as_array(lib.llama_get_embeddings(ctx), shape=(len(chunk) * n_embd,))
+            total += out.reshape(len(chunk), n_embd).sum(axis=0, dtype=np.float64)
+        mean = total / len(tokens)
+        norm = float(np.linalg.norm(mean))
+        return (mean / norm if norm > 0 else mean).astype(float).tolist()
+
+    def _new_encoder(self) -> None:
+        """An encoder (non-causal attention) embeds a whole input in one batch: llama-cpp-python's pooled
+        embedding model over the same file, one slot's context per batch."""
+        # An embedding context keeps up to llama_max_parallel_sequences() inputs at once and llama.cpp
+        # rounds n_ctx down to a multiple of that; a batch then larger than n_ctx aborts the process
+        # (GGML_ASSERT in graph_reserve). Round up instead.
+        n = self.n_ctx
+        seqs = min(n, int(self._lib.llama_max_parallel_sequences()))
+        n = -(-n // seqs) * seqs
+        # verbose=True, as for the model: False silences the whole process (its file descriptors) while it
+        # loads. What the Python wrapper then prints goes to the daemon's log at debug level instead.
+        printed = io.StringIO()
+        with contextlib.redirect_stderr(printed), contextlib.redirect_stdout(printed):
+            self._embedder = self._lib.Llama(
+                model_path=self.path, n_ctx=n, n_batch=n, n_ubatch=n,
+                n_threads=self.settings.n_threads, n_gpu_layers=self.settings.n_gpu_layers,
+                embedding=True, pooling_type=self._lib.LLAMA_POOLING_TYPE_MEAN, verbose=True,
+            )
+        log.debug("embedding context of %s: %s", self.path, printed.getvalue()[:4000])
+        self._embed_n_ctx = n
+
+    def _embed_encoder(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
+        for i, text in enumerate(texts):
+            n = len(self._embedder.tokenize(text.encode("utf-8")))
+            if not n:
+                raise ValidationError(f"input[{i}] has no tokens: the model's tokenizer drops all of it",
+                                      field="input")
+            if n > self._embed_n_ctx:
+                raise ValidationError(f"input[{i}] has {n} tokens; this deployment embeds at most "
+                                      f"{self._embed_n_ctx} (its context per slot)", field="input")
+        vectors, count = self._embedder.embed(list(texts), normalize=True, return_count=True)
         return [list(map(float, v)) for v in vectors], int(count)
+
+    def measured_memory(self) -> memory.MemoryMeasure:
+        """What this model was measured to hold so far (see the module docstring)."""
+        return self.measured
 
     def close(self) -> None:
         """Free the contexts, the batch and the model."""
@@ -251,6 +356,10 @@ class LlamaCppModel:
             except Exception:  # noqa: BLE001 - freeing must not stop a shutdown
                 log.warning("closing the embedding context failed", exc_info=True)
             self._embedder = None
+        if self._embed_ctx is not None:
+            self._lib.llama_batch_free(self._embed_batch)
+            self._lib.llama_free(self._embed_ctx)
+            self._embed_ctx = None
         if self._ctx:
             self._lib.llama_batch_free(self._batch)
             self._lib.llama_free(self._ctx)
@@ -306,9 +415,15 @@ class LlamaCppEngine:
                         sink(_SINK_LEVELS[ggml_level], "llama.cpp: " + line)
 
         # llama.cpp keeps only the raw pointer: the engine holds the Python
-        # object for as long as llama.cpp may call it.
+        # object for as long as llama.cpp may call it, and hands llama.cpp back
+        # its own logger before the object goes (a later load in the same
+        # process, by another engine or llama-cpp-python itself, would
+        # otherwise call freed memory).
         self._log_callback = llama_cpp.llama_log_callback(on_log)
         llama_cpp.llama_log_set(self._log_callback, ctypes.c_void_p(0))
+        from llama_cpp import _logger  # llama-cpp-python's own logger, alive for the whole process
+
+        weakref.finalize(self, llama_cpp.llama_log_set, _logger.llama_log_callback, ctypes.c_void_p(0))
         self._gpu = bool(llama_cpp.llama_supports_gpu_offload())
 
     def supports_gpu(self) -> bool:
@@ -321,6 +436,11 @@ class LlamaCppEngine:
         with self._load_lock:
             self._sink, self._partial[:] = log, []
             try:
-                return LlamaCppModel(path, settings, chat_template, log)
+                # Loads are serialised, so the growth of the process meanwhile is this model's (give or take
+                # what other threads allocate at the same time).
+                before = memory.rss_bytes()
+                model = LlamaCppModel(path, settings, chat_template, log)
+                model.measured.load = max(0, memory.rss_bytes() - before)
+                return model
             finally:
                 self._sink = None

@@ -42,7 +42,10 @@ def resource_usage(u: ProcessUsage | None) -> dict[str, Any]:
             "gpu_memory_bytes": u.gpu_memory_bytes, "pid": p.pid, "threads": p.threads,
             "process": "external" if u.external else "llmd", "active_requests": u.deployment.active,
             "queued_requests": u.deployment.queued, "device": u.deployment.device,
-            "deployment_id": u.deployment.deployment_id or None}
+            "deployment_id": u.deployment.deployment_id or None,
+            # The in-process engine's estimate and measurement side by side (docs/deployments.md), MB as above.
+            "memory_estimate": round(est["total"] / MB) if (est := u.deployment.memory_estimate) else None,
+            "memory_measured": round(meas["total"] / MB) if (meas := u.deployment.memory_measured) else None}
 
 
 def model_config(model: Model) -> dict[str, Any]:

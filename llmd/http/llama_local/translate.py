@@ -8,7 +8,7 @@ from llmd.core.fleet import Runtime
 from llmd.core.monitor import Health
 from llmd.core.types import ChatMessage, GenerateRequest, SamplingParams
 from llmd.errors import LlmdError
-from llmd.http.format import mib
+from llmd.http.format import memory_fields
 from llmd.http.llama_local.schemas import GenerateBody
 
 DIALECT = "llama_local"
@@ -34,9 +34,11 @@ def health_body(health: Health) -> dict[str, Any]:
         "uptime_s": health.uptime_s,
         "active_streams": health.active_streams,
         "deployments": [{"model": d.model, "deployment_id": d.deployment_id, "state": d.state.value,
-                         "memory_mb": mib(d.memory_bytes), "pinned": d.pinned, "queued": d.queued,
+                         **memory_fields(d), "pinned": d.pinned, "queued": d.queued,
                          "active": d.active, "device": d.device} for d in health.deployments],
         "auth": health.auth,
+        "memory_budget_mb": round(health.memory_budget_bytes / (1 << 20), 1),
+        "memory_budget_source": health.memory_budget_source,
     }
     return {"status": health.status, "model_loaded": health.model_loaded,
             "service": "llmd", "version": health.version, "details": details}

@@ -13,7 +13,7 @@ from llmd.core.monitor import SystemHealth, SystemLoad
 from llmd.core.registry import Model
 from llmd.core.system import SystemResources
 from llmd.core.types import DeploymentState
-from llmd.http.format import gib, hms, human_count, human_size, iso, mib, pagination, round_or_none
+from llmd.http.format import gib, hms, human_count, human_size, iso, memory_fields, pagination, round_or_none
 
 # -- deployments -------------------------------------------------------------------------
 
@@ -40,7 +40,7 @@ def deployment(d: DeploymentInfo, host: str) -> dict[str, Any]:
         "last_used": iso(d.last_used),
         "idle_s": d.idle_s,
         "pinned": d.pinned,
-        "memory_mb": mib(d.memory_bytes),
+        **memory_fields(d),
         "error": d.error,
         "stop_reason": d.stop_reason,
         "note": d.note,
@@ -64,7 +64,7 @@ def model_info(d: DeploymentInfo, model: Model) -> dict[str, Any]:
     """``GET /api/deployments/{id}/model-info``: the registry entry with the deployment's runtime figures."""
     return {**model.to_dict(), "model_id": model.name, "has_chat_template": bool(model.chat_template),
             "chat_supported": bool(model.chat_template), "deployment_id": d.deployment_id,
-            "status": status(d.state), "settings": d.settings, "device": d.device, "memory_mb": mib(d.memory_bytes)}
+            "status": status(d.state), "settings": d.settings, "device": d.device, **memory_fields(d)}
 
 
 def log_entry(e: LogEntry) -> dict[str, Any]:
