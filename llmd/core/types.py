@@ -11,12 +11,50 @@ from typing import Any, Generic, TypeVar
 T = TypeVar("T")
 
 
+def _empty_object_schema() -> dict[str, Any]:
+    return {"type": "object", "properties": {}}
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A function the model may call; ``parameters`` is the JSON schema of its arguments (an object)."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] = field(default_factory=_empty_object_schema)
+
+    def to_openai(self) -> dict[str, Any]:
+        """The OpenAI shape, which chat templates expect in their ``tools`` variable."""
+        fn: dict[str, Any] = {"name": self.name}
+        if self.description:
+            fn["description"] = self.description
+        fn["parameters"] = self.parameters
+        return {"type": "function", "function": fn}
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One call the model made: ``arguments`` is compact JSON text of an object."""
+
+    id: str
+    name: str
+    arguments: str
+
+
 @dataclass(frozen=True)
 class ChatMessage:
-    """One message of a chat: ``role`` is system, user, assistant or tool."""
+    """One message of a chat: ``role`` is system, user, assistant or tool.
+
+    An assistant message may carry the ``tool_calls`` it made (its ``content``
+    may then be empty); a ``tool`` message answers the call ``tool_call_id``
+    (``name``: the function's name, where the client gave it).
+    """
 
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +77,8 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
     grammar: str | None = None  # GBNF; JSON schemas are converted before they get here
+    logprobs: int | None = None  # None: none; k >= 0: the chosen token's log-probability and the k most likely
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias added to its logit)
 
 
 @dataclass(frozen=True)
@@ -55,6 +95,13 @@ class GenerateRequest:
     params: SamplingParams = field(default_factory=SamplingParams)
     dialect: str = "core"
     endpoint: str = ""
+    n: int = 1  # choices generated from the one prompt (its KV cache evaluated once)
+    tools: tuple[ToolSpec, ...] = ()
+    # "auto" (the model decides), "none" (tools are described but never called), "required" (at least one
+    # call, forced by a grammar), "function" (a call of ``tool_name``, forced by a grammar)
+    tool_choice: str = "auto"
+    tool_name: str | None = None
+    parallel_tool_calls: bool = True
 
 
 class FinishReason(str, enum.Enum):
@@ -62,6 +109,7 @@ class FinishReason(str, enum.Enum):
 
     STOP = "stop"  # end-of-generation token or a stop string
     LENGTH = "length"  # max_tokens reached
+    TOOL_CALLS = "tool_calls"  # the answer is one or more tool calls
     CANCELLED = "cancelled"  # the client went away or asked to stop
     ERROR = "error"  # the engine failed
     SHUTDOWN = "shutdown"  # the daemon is stopping
@@ -69,7 +117,7 @@ class FinishReason(str, enum.Enum):
     @property
     def status(self) -> str:
         """The outcome as the request log, metrics and session history record it."""
-        return {"stop": "ok", "length": "length"}.get(self.value, self.value)
+        return {"stop": "ok", "tool_calls": "ok", "length": "length"}.get(self.value, self.value)
 
 
 @dataclass(frozen=True)
@@ -105,10 +153,39 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability under the model, and the most likely tokens at that position."""
+
+    token: str  # its text (a part of a UTF-8 character shows as the replacement character)
+    token_bytes: bytes
+    logprob: float
+    top: tuple[tuple[str, bytes, float], ...] = ()  # (text, bytes, logprob), most likely first
+
+
+@dataclass(frozen=True)
 class TokenEvent:
-    """A piece of generated text: always whole UTF-8 characters."""
+    """A piece of generated text: always whole UTF-8 characters.
+
+    ``index`` is the choice it belongs to (``n`` > 1); ``logprobs`` the tokens
+    whose text it carries, when the request asked for them.
+    """
 
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A tool call as it streams: the first delta of call ``call`` carries ``id`` and ``name``, the next ones
+    fragments of its ``arguments`` (JSON text; their concatenation is the whole). ``index``: the choice."""
+
+    call: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+    index: int = 0
+    text: str = ""  # no text: a renderer that only knows text events writes nothing for it
 
 
 @dataclass(frozen=True)
@@ -122,6 +199,9 @@ class GenerationResult:
     model: str
     created: float = field(default_factory=time.time)
     error: Any = None  # an LlmdError when finish_reason is ERROR or SHUTDOWN
+    tool_calls: tuple[ToolCall, ...] = ()  # the calls parsed from the answer (``text`` is what is left)
+    logprobs: tuple[TokenLogprob, ...] = ()  # per generated token, when asked for
+    index: int = 0  # the choice (``n`` > 1)
 
 
 @dataclass(frozen=True)
