@@ -24,11 +24,13 @@ run: $(STAMP)
 
 # Style (ruff) and the layers of docs/architecture.md (import-linter contracts in pyproject.toml).
 lint: $(STAMP)
-	$(BIN)/ruff check llmd tests scripts/bench scripts/fuzz
+	$(BIN)/ruff check llmd tests scripts/bench scripts/fuzz scripts/console-vendor
 	$(BIN)/lint-imports
 
-# The lint, then the whole suite: unit (FakeEngine), API (Quart test client), e2e (real daemon, real model).
+# The lint, then the whole suite: unit (FakeEngine), API (Quart test client), e2e (real daemon, real model),
+# browser (the web console in headless Chromium, installed from Debian's packages when root can).
 test: lint
+	scripts/setup-browser
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
 # Everything except the end-to-end tests.
@@ -48,6 +50,17 @@ bench: $(STAMP)
 # (tests/e2e/test_fuzz.py); this is the long one. Both print their seed ("fuzz: seed N").
 fuzz: $(STAMP)
 	FUZZ_SEED=$(FUZZ_SEED) $(BIN)/python scripts/fuzz --cases $(FUZZ_CASES)
+
+# The web console's vendored front-end packages (console/package-lock.json -> llmd/http/console/static/vendor/,
+# committed; docs/console.md). `make test` checks them where npm reaches the registry (tests/browser/test_vendor.py).
+.PHONY: console console-screenshots
+console:
+	scripts/console-vendor
+
+# The browser tests, and their screenshots copied to docs/img/console-*.png for docs/console.md.
+console-screenshots: $(STAMP)
+	scripts/setup-browser
+	LLMD_UPDATE_DOCS_IMG=1 $(BIN)/python -m pytest -q tests/browser $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -122,6 +122,7 @@ class LimitsConfig:
     """Per-request and per-client limits; each breach is a 4xx in the dialect's envelope."""
 
     max_tokens: int = 4096  # the largest max_tokens a request may ask for
+    max_n: int = 8  # the most choices (OpenAI's n) one request may ask for; each takes a slot
     max_streams_per_client: int = 8  # open SSE responses and WebSockets per client
     read_timeout_s: float = 60.0  # a request body that trickles slower than this is dropped
 
@@ -163,6 +164,10 @@ class DeploymentsConfig:
     keep_alive_s: float = 1800.0  # an idle deployment is unloaded after this; 0 means never
     pin_default: bool = True  # the default model is pinned: never evicted or unloaded for idleness
     restore: bool = True  # deployments that served when the daemon stopped start again at the next start
+    # A request for a registered model that is not loaded loads it (evicting idle deployments as a start
+    # does), waiting up to load_on_demand_wait_s; past that it is a 503 with Retry-After and the load goes on.
+    load_on_demand: bool = True
+    load_on_demand_wait_s: float = 120.0
     # Command line that starts an external vLLM server; {model}, {port}, {max_model_len}
     # and {gpu_memory_utilization} are filled in.
     vllm_command: str = (
@@ -221,6 +226,13 @@ class AlertsConfig:
 
 
 @dataclass
+class ResponsesConfig:
+    """The OpenAI Responses API's stored responses (``store: true``, the default)."""
+
+    keep_days: float = 30.0  # stored responses older than this are pruned (hourly, with the metrics); 0: forever
+
+
+@dataclass
 class LogConfig:
     """Logging."""
 
@@ -244,6 +256,7 @@ class Config:
     deployments: DeploymentsConfig = field(default_factory=DeploymentsConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    responses: ResponsesConfig = field(default_factory=ResponsesConfig)
     log: LogConfig = field(default_factory=LogConfig)
     # "section.key" -> "default", "file <path>", "env LLMD_X" or "flag --x"
     sources: dict[str, str] = field(default_factory=dict, repr=False)
@@ -517,6 +530,7 @@ def _check(cfg: Config) -> None:
         ("auth.token_ttl_s", cfg.auth.token_ttl_s >= 60, "must be >= 60"),
         ("auth.max_failure_delay_s", cfg.auth.max_failure_delay_s >= 0, "must be >= 0"),
         ("limits.max_tokens", cfg.limits.max_tokens >= 1, "must be >= 1"),
+        ("limits.max_n", 1 <= cfg.limits.max_n <= 128, "must be 1-128"),
         ("limits.max_streams_per_client", cfg.limits.max_streams_per_client >= 0, "must be >= 0 (0: no limit)"),
         ("limits.read_timeout_s", cfg.limits.read_timeout_s > 0, "must be > 0"),
         ("ratelimit.burst", cfg.ratelimit.burst >= 1, "must be >= 1"),
@@ -533,10 +547,12 @@ def _check(cfg: Config) -> None:
         ("deployments.start_timeout_s", cfg.deployments.start_timeout_s > 0, "must be > 0"),
         ("deployments.stop_timeout_s", cfg.deployments.stop_timeout_s > 0, "must be > 0"),
         ("deployments.health_check_interval_s", cfg.deployments.health_check_interval_s >= 1, "must be >= 1"),
+        ("deployments.load_on_demand_wait_s", cfg.deployments.load_on_demand_wait_s >= 0, "must be >= 0"),
         *((f"alerts.{key}", getattr(cfg.alerts, key) >= 0, "must be >= 0")
           for key in ("gpu_utilization_high", "gpu_temperature_high", "response_time_high", "error_rate_high",
                       "repeat_interval_s", "webhook_retries", "keep_history_d")),
         ("alerts.webhook_timeout_s", cfg.alerts.webhook_timeout_s > 0, "must be > 0"),
+        ("responses.keep_days", cfg.responses.keep_days >= 0, "must be >= 0 (0: forever)"),
         ("alerts.gpu_utilization_high", cfg.alerts.gpu_utilization_high <= 100, "must be 0-100 (percent)"),
         ("alerts.gpu_temperature_high", cfg.alerts.gpu_temperature_high <= 200, "must be 0-200 (degrees Celsius)"),
         ("alerts.error_rate_high", cfg.alerts.error_rate_high <= 1, "must be 0-1"),

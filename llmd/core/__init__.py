@@ -20,6 +20,7 @@ component, a config section), never the whole core.
 ``settings``    settings changed at run time: validated, stored as overrides, applied or left for a restart
 ``alerts``      alert rules evaluated on each sample; firing and resolved events, history, notifications
 ``backups``     online backups of the database, and restores put in place at the next start
+``responses``   the OpenAI Responses API's responses: generated from items, stored, continued, pruned
 ==============  ====================================================================
 """
 
@@ -48,6 +49,7 @@ from llmd.core.models import Models
 from llmd.core.monitor import Monitor
 from llmd.core.registry import Registry
 from llmd.core.requestlog import RequestLog
+from llmd.core.responses import Responses
 from llmd.core.sessions import ChatSessions
 from llmd.core.settings import Settings
 from llmd.core.streams import OpenStreams
@@ -81,15 +83,18 @@ class Core:
         self.fleet = Fleet(config, engine, self.registry, store.deployments, auth=self.auth, logs=self.logs,
                            events=self.events, background=self.background, on_finish=self.requests.record,
                            on_status=on_status)
-        self.inference = Inference(self.fleet, max_batch_size=config.server.max_batch_size)
+        self.inference = Inference(self.fleet, max_batch_size=config.server.max_batch_size,
+                                   max_n=config.limits.max_n)
         self.sessions = ChatSessions(store.sessions, self.fleet, self.inference, self.background)
         self.tasks = TaskTracker(self.events)
         self.settings = Settings(config, store.settings, reread)
         self.backups = Backups(config.state_dir, store.backup_to, self.background, on_restart)
         self.settings.on_change(self._settings_applied)
         self.alerts = Alerts(config.alerts, store.alerts, self.events, self.background, Channels(config.alerts))
+        self.responses = Responses(config.responses, store.responses, self.inference)
         self.history = History(config.monitor, store.metrics, self.fleet, self.background, config.models_dir,
-                               self.requests, self.registry, events=self.events, alerts=self.alerts)
+                               self.requests, self.registry, events=self.events, alerts=self.alerts,
+                               pruners=(self.responses.prune,))
         self.monitor = Monitor(config, engine.name, self.fleet, streams=self.streams, store_check=store.check,
                                background=self.background, auth=self.auth, metrics=self.metrics,
                                requests=self.requests, registry=self.registry, events=self.events,

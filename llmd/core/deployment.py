@@ -34,7 +34,7 @@ from llmd.core.types import (
     GenerationResult,
     TokenEvent,
 )
-from llmd.errors import EngineError, LlmdError, ModelNotLoadedError, ShuttingDownError
+from llmd.errors import EngineError, LlmdError, ModelNotLoadedError, ShuttingDownError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,13 @@ class Generation(abc.ABC):
     model: str  # the model's registry name
     prompt_tokens: int
     result: GenerationResult | None
+    # A request for n > 1 choices: its events carry their choice's ``index``; ``result`` sums the usage
+    # (the prompt once) and ``results`` holds each choice's result, in index order, once all have ended.
+    n: int = 1
+    results: list[GenerationResult] | None = None
+    # Seconds the request waited for its model to load before it was queued (a load on demand), which
+    # Ollama's ``load_duration`` reports; set by the inference path.
+    load_s: float = 0.0
 
     @abc.abstractmethod
     def __aiter__(self) -> AsyncIterator[TokenEvent]:
@@ -154,6 +161,9 @@ class Deployment(abc.ABC):
         self.id = ""  # "deploy_<n>": the store row, stable per model
         self.port: int | None = None  # a port-bound OpenAI listener for just this model
         self.pinned = False  # exempt from eviction and idle unload
+        # Its own keep-alive, from a request's keep_alive (Fleet.keep_alive): None follows
+        # deployments.keep_alive_s, 0 unloads it once idle, a negative value never.
+        self.keep_alive_s: float | None = None
         self.last_used = time.time()  # the last request (wall clock), for LRU eviction and keep-alive
         self.created_at = time.time()
         self.memory_bytes = 0  # the estimate's total (also in the store)
@@ -265,6 +275,26 @@ class Deployment(abc.ABC):
     @abc.abstractmethod
     async def embed(self, inputs: Sequence[str]) -> EmbeddingResult:
         """Embeddings of ``inputs``, in order."""
+
+    async def count_tokens(self, req: GenerateRequest) -> int:
+        """The tokens ``req``'s prompt takes; this default cannot tell (an external engine tokenizes)."""
+        raise ValidationError(f"model '{self.model.name}' runs in an external engine, which llmd cannot ask to "
+                              "count tokens", field="model")
+
+    async def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[tuple[int, bytes]]:
+        """``text``'s tokens and their bytes; this default cannot tell (an external engine tokenizes)."""
+        raise ValidationError(f"model '{self.model.name}' runs in an external engine, whose tokenizer llmd "
+                              "does not hold", field="model")
+
+    async def detokenize(self, tokens: Sequence[int]) -> str:
+        """The text of ``tokens``; this default cannot tell (an external engine tokenizes)."""
+        raise ValidationError(f"model '{self.model.name}' runs in an external engine, whose tokenizer llmd "
+                              "does not hold", field="model")
+
+    async def render_prompt(self, req: GenerateRequest) -> str:
+        """``req``'s prompt text through the model's chat template; this default cannot tell."""
+        raise ValidationError(f"model '{self.model.name}' runs in an external engine, whose chat template llmd "
+                              "does not render", field="model")
 
     async def fit_chat(self, system: str | None, history: Sequence[ChatMessage], new: ChatMessage,
                        max_tokens: int | None) -> tuple[list[ChatMessage], int]:

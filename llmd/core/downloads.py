@@ -64,6 +64,17 @@ _MIB = 1 << 20
 KEEPALIVE_S = 15.0  # a follower hears at least this often, so proxies keep a quiet stream open
 
 
+def parse_pull_ref(ref: str) -> tuple[str, str, str | None]:
+    """An Ollama client's model name as (source, model id, quantization)."""
+    for prefix in ("hf.co/", "huggingface.co/"):
+        if ref.lower().startswith(prefix):
+            repo, _, quant = ref[len(prefix):].partition(":")
+            if repo.count("/") != 1 or not all(repo.split("/")):
+                raise ValidationError(f"model: '{ref}' must be hf.co/<owner>/<repo>[:<quantization>]", field="model")
+            return "huggingface", repo, (quant or None) if quant.lower() != "latest" else None
+    return "ollama", ref, None
+
+
 class _Stopped(Exception):
     """The transfer was asked to stop (pause, cancel, delete, shutdown)."""
 
@@ -300,6 +311,44 @@ class DownloadManager:
         self._publish(row, "status")
         await self._kick()
         return self._view(await self._row(task_id)), True
+
+    async def pull(self, ref: str) -> AsyncIterator[DownloadTask]:
+        """Download a model named as Ollama clients name one, and follow it: its task at each change.
+
+        ``hf.co/{owner}/{repo}[:{quant}]`` (or ``huggingface.co/...``) is a
+        Hugging Face repository, ``quant`` picking the file (``latest`` or
+        none: ``downloads.quantization_preference``); any other name is one of
+        the Ollama registry's (``name[:tag]``, tag ``latest`` by default). A
+        model already downloaded is not fetched again, and a paused or failed
+        task of the same model resumes. Once completed, ``ref`` names the
+        model (an alias where its registry name differs). Errors the hub
+        raises (an unknown model) come before anything is followed.
+        """
+        source, model_id, quant = parse_pull_ref(ref)
+        task, _ = await self.create(model_id, source, None, quant)
+        if task.status in ("paused", "failed"):
+            task = await self.resume(task.id)
+        events = await self.follow(task.id)
+        return self._pulling(ref, task.id, events)
+
+    async def _pulling(self, ref: str, task_id: str,
+                       events: AsyncIterator[DownloadEvent | None]) -> AsyncIterator[DownloadTask]:
+        last: DownloadTask | None = None
+        async for event in events:
+            if event is None or not event.tasks:
+                continue  # a keep-alive: nothing changed
+            last = event.tasks[0]
+            if last.finished:
+                break
+            yield last
+        if last is None or last.id != task_id:
+            last = await self.get(task_id)
+        if last.status == "completed" and last.model_name and await self.registry.find(ref) is None:
+            try:
+                await self.registry.add_alias(ref, last.model_name)
+            except LlmdError as err:  # a name llmd cannot take as an alias: the model keeps its own name
+                log.info("pull %s: not aliased to %s: %s", ref, last.model_name, err.message)
+        yield last
 
     async def get(self, task_id: str) -> DownloadTask:
         """One task."""

@@ -493,6 +493,8 @@ class ExternalDeployment(Deployment):
             body["stop"] = list(p.stop)
         if p.ignore_eos:
             body["ignore_eos"] = True
+        if params.logit_bias:  # the server checks the ids against its own vocabulary
+            body["logit_bias"] = {str(token): bias for token, bias in params.logit_bias}
         return body
 
     async def generate(self, req: GenerateRequest) -> ExternalGeneration:
@@ -501,6 +503,11 @@ class ExternalDeployment(Deployment):
         if req.params.grammar:
             raise ValidationError("grammar-constrained output is not supported on external (vllm) engines",
                                   field="grammar")
+        if req.tools or any(m.tool_calls or m.role == "tool" for m in req.messages or ()):
+            raise ValidationError("tool calling is not supported on external (vllm) engines", field="tools")
+        if req.n != 1 or req.params.logprobs is not None:
+            raise ValidationError("n and logprobs are not supported on external (vllm) engines",
+                                  field="n" if req.n != 1 else "logprobs")
         assert self._client is not None
         body: dict[str, Any] = {"model": self.served_model, **self._sampling(req.params), "stream": True,
                                 "stream_options": {"include_usage": True}}

@@ -16,6 +16,7 @@ import functools
 import logging
 import os
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -154,6 +155,10 @@ class Fleet:
         # One placement decision at a time: two starts must not both see the same free memory.
         self._place_lock = asyncio.Lock()
         self._idle_task: asyncio.Task | None = None
+        self._idle_wake = asyncio.Event()  # a request set a deployment's own keep-alive: look again now
+        # Deployments started by a request for their model (load on demand): requests wait for their load
+        # up to deployments.load_on_demand_wait_s rather than engine.load_wait_s.
+        self._on_demand: weakref.WeakSet[Deployment] = weakref.WeakSet()
         self._health_task: asyncio.Task | None = None
         self._to_restore: list[dict[str, Any]] = []
 
@@ -258,18 +263,71 @@ class Fleet:
         return dep.state if dep is not None else DeploymentState.STOPPED
 
     async def serving(self, name: str | None) -> Deployment:
-        """The running deployment of ``name``; waits for a load in progress up to ``engine.load_wait_s``."""
+        """The running deployment of ``name``, loading it on demand when nothing serves it.
+
+        A registered model with no live deployment is started here
+        (``deployments.load_on_demand``; placement evicts idle deployments as
+        any start does, and a start that cannot fit raises its 503). A load in
+        progress is waited for up to ``engine.load_wait_s``, or up to
+        ``deployments.load_on_demand_wait_s`` for a load a request started;
+        past the bound the request gets a 503 with ``Retry-After`` and the
+        load goes on. A deployment whose load failed (``error``) is not
+        retried on demand: its error is the answer until it is started again.
+        """
         if self.background.stopping:
             raise ShuttingDownError()
         model = await self.resolve(name)
         dep = self._deployments.get(model.name)
+        demand = self.config.deployments.load_on_demand
+        if demand and (dep is None or dep.state is DeploymentState.STOPPED):
+            dep = await self.start_model(model.name, wait=False)
+            if dep.state in (DeploymentState.PENDING, DeploymentState.STARTING):
+                self._on_demand.add(dep)
+                dep.log("info", "loading on demand: a request named the model")
         if dep is None:
             raise ModelNotLoadedError(
                 f"model '{model.name}' is not loaded", details={"model": model.name, "state": "stopped"})
         if dep.state in (DeploymentState.PENDING, DeploymentState.STARTING):
-            await dep.wait_loaded(self.config.engine.load_wait_s)
+            bound = self.config.engine.load_wait_s
+            if demand and dep in self._on_demand:
+                bound = max(bound, self.config.deployments.load_on_demand_wait_s)
+            await dep.wait_loaded(bound)
+            if dep.state in (DeploymentState.PENDING, DeploymentState.STARTING) and bound > 0:
+                raise ModelNotLoadedError(
+                    f"model '{model.name}' is still loading after {bound:g}s; the load goes on, retry later",
+                    retry_after=10, details={"model": model.name, "state": dep.state.value, "waited_s": bound})
         dep.check_running()
         return dep
+
+    async def preload(self, name: str | None, keep_alive_s: float | None = None) -> Deployment:
+        """Load model ``name`` as a request for it would (on demand, the same bounded wait) and set its
+        keep-alive (Ollama's chat or generate with nothing to generate)."""
+        dep = await self.serving(name)
+        self.keep_alive(dep, keep_alive_s)
+        return dep
+
+    def keep_alive(self, dep: Deployment, seconds: float | None) -> None:
+        """Give ``dep`` its own keep-alive (a request's ``keep_alive``), from the end of its last request.
+
+        ``None`` leaves it as it is; a negative value keeps it loaded until it
+        is stopped; 0 unloads it as soon as it is idle; otherwise it is
+        unloaded after that many idle seconds instead of
+        ``deployments.keep_alive_s``. Pinned deployments are never unloaded
+        for idleness, whatever a request says.
+        """
+        if seconds is None:
+            return
+        # Beyond ten years is "for good": an expiry that far would not fit a date.
+        dep.keep_alive_s = -1.0 if seconds > _FOREVER else float(seconds)
+        dep.last_used = time.time()
+        self._idle_wake.set()
+
+    def expires_at(self, dep: Deployment) -> float | None:
+        """When ``dep`` will be unloaded for idleness if no request comes (``None``: never)."""
+        own, keep = dep.keep_alive_s, self.config.deployments.keep_alive_s
+        if dep.pinned or (own is not None and own < 0) or (own is None and keep <= 0):
+            return None
+        return dep.last_used + (own if own is not None else keep)
 
     def by_id(self, deployment_id: str) -> Deployment:
         """The live deployment with id ``deploy_<n>``.
@@ -909,26 +967,44 @@ class Fleet:
 
     # -- keep-alive ---------------------------------------------------------------
     async def _idle_loop(self) -> None:
-        """Unload unpinned deployments idle for longer than ``deployments.keep_alive_s``."""
+        """Unload unpinned deployments idle for longer than their keep-alive (``deployments.keep_alive_s``,
+        or the one a request gave); a request that sets a keep-alive wakes the loop to look again."""
         while not self.background.stopping:
-            keep = self.config.deployments.keep_alive_s
-            await asyncio.sleep(30.0 if keep <= 0 else max(0.05, min(30.0, keep / 4)))
-            if keep <= 0 or self.background.stopping:
+            keeps = [k for k in [self.config.deployments.keep_alive_s] if k > 0]
+            keeps += [d.keep_alive_s for d in self._deployments.values()
+                      if d.keep_alive_s is not None and d.keep_alive_s >= 0]
+            interval = max(0.05, min(30.0, min(keeps) / 4)) if keeps else 30.0
+            try:
+                await asyncio.wait_for(self._idle_wake.wait(), interval)
+            except TimeoutError:
+                pass
+            self._idle_wake.clear()
+            if self.background.stopping:
                 continue
             try:
-                await self.unload_idle(keep)
+                await self.unload_idle(self.config.deployments.keep_alive_s)
             except Exception:  # noqa: BLE001 - the loop must outlive one bad round
                 log.exception("idle unload failed")
 
     async def unload_idle(self, keep_alive_s: float) -> list[str]:
-        """Unload every unpinned deployment idle for ``keep_alive_s`` seconds; returns their names."""
+        """Unload every unpinned deployment idle for longer than its keep-alive; returns their names.
+
+        ``keep_alive_s`` applies to deployments without one of their own (0:
+        never); a deployment's own (a request's ``keep_alive``) wins: 0 is at
+        once, a negative value never.
+        """
         done = []
         async with self._place_lock:
             now = time.time()
             for dep in list(self._deployments.values()):
-                if dep.pinned or not dep.is_idle() or now - dep.last_used < keep_alive_s:
+                own = dep.keep_alive_s
+                keep = keep_alive_s if own is None else own
+                if (own is None and keep_alive_s <= 0) or keep < 0:
                     continue
-                note = f"unloaded after {now - dep.last_used:.0f}s idle (keep_alive_s={keep_alive_s:g})"
+                if dep.pinned or not dep.is_idle() or now - dep.last_used < keep:
+                    continue
+                which = "keep_alive_s" if own is None else "the keep_alive a request gave"
+                note = f"unloaded after {now - dep.last_used:.0f}s idle ({which}={keep:g})"
                 log.info("deployment %s (%s) %s", dep.id, dep.model.name, note)
                 dep.log("info", note)
                 await self._stop_dep(dep, "idle", f"model '{dep.model.name}' was unloaded (idle)", note=note)

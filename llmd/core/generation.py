@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 
 from llmd.config import SamplingConfig
 from llmd.core.engine.base import LoadedModel
+from llmd.core.tooluse import ToolPlan
 from llmd.core.types import ChatMessage, GenerateRequest, SamplingParams
 from llmd.errors import ContextLengthError, ValidationError
 
@@ -46,12 +47,24 @@ def apply_defaults(params: SamplingParams, defaults: SamplingConfig) -> Sampling
     )
 
 
-def build_prompt(model: LoadedModel, req: GenerateRequest) -> list[int]:
-    """Tokens of the request's prompt (blocking: call it off the event loop)."""
+def render_prompt(model: LoadedModel, req: GenerateRequest, tools: ToolPlan | None = None) -> str:
+    """The request's prompt text: a chat through the model's template (with its tools, as ``tools`` plans
+    them), or the raw prompt. Blocking (the template may be slow): call it off the event loop."""
     if req.messages is not None:
         if not req.messages:
             raise ValidationError("messages must not be empty", field="messages")
-        text = model.render_chat(req.messages)
+        if tools is not None:
+            return model.render_chat(tools.messages, tools=tools.tools)
+        return model.render_chat(req.messages)
+    if req.prompt is not None:
+        return req.prompt
+    raise ValidationError("a prompt or messages is required", field="prompt")
+
+
+def build_prompt(model: LoadedModel, req: GenerateRequest, tools: ToolPlan | None = None) -> list[int]:
+    """Tokens of the request's prompt (blocking: call it off the event loop)."""
+    if req.messages is not None:
+        text = render_prompt(model, req, tools)
     elif req.prompt is not None:
         text = req.prompt
     else:

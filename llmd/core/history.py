@@ -18,6 +18,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Awaitable, Callable, Sequence
 
 from llmd.config import MonitorConfig
 from llmd.core import system
@@ -36,20 +37,25 @@ log = logging.getLogger(__name__)
 PRUNE_EVERY_S = 3600.0
 RECENT_S = 300.0  # the request-log window of the alert figures error_rate, response_time, requests_per_second
 Sample = dict[tuple[str, str], float]
-# The buckets a window can be read in.
-INTERVALS = {"1m": 60, "5m": 300, "1h": 3600, "1d": 86400}
+Pruner = Callable[[float], Awaitable[int]]  # drops what is too old at a Unix time; how many
+# The buckets a window can be read in; "raw" is every sample as taken (kept monitor.keep_raw_h).
+INTERVALS = {"raw": RAW, "1m": 60, "5m": 300, "1h": 3600, "1d": 86400}
+# The longest window of raw samples (at the shortest monitor.interval_s, 0.1 s, 72,000 samples a field): twice
+# the last hour that a dashboard shows, so that "an hour ago" read a moment later is still inside it.
+MAX_RAW_WINDOW_S = 7200.0
 # What a metric type shows: field -> (stored metric, how the subjects are combined: "box", "mean" or "sum").
 FIELDS = {
     "cpu": {"cpu_percent": ("cpu_percent", "box"), "load_1m": ("load_1m", "box")},
     "memory": {"memory_percent": ("memory_percent", "box"), "memory_used": ("memory_used_bytes", "box"),
                "process_memory": ("process_rss_bytes", "box")},
     "gpu": {"gpu_utilization": ("gpu_utilization", "mean"), "gpu_memory_used": ("gpu_memory_used_bytes", "sum")},
+    "disk": {"disk_percent": ("disk_percent", "box"), "disk_used": ("disk_used_bytes", "box")},
     "model": {"queue_depth": ("queue_depth", "sum"), "active_slots": ("active_slots", "sum"),
               "tokens_per_second": ("tokens_per_second", "sum"), "ttft": ("ttft_s", "mean"),
               "engine_memory": ("engine_rss_bytes", "sum")},
 }
 # Shown in MiB, as the document's example does.
-BYTES_FIELDS = ("memory_used", "gpu_memory_used", "process_memory", "engine_memory")
+BYTES_FIELDS = ("memory_used", "gpu_memory_used", "process_memory", "engine_memory", "disk_used")
 MAX_BUCKETS = 10_000
 # The performance report's ranges.
 TIME_RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
@@ -162,10 +168,13 @@ class History:
 
     def __init__(self, config: MonitorConfig, repo: MetricsRepo, fleet: Fleet, background: Background,
                  models_dir: Path, requests: RequestLog, registry: Registry, *, events: EventBroker,
-                 alerts: Alerts | None = None) -> None:
+                 alerts: Alerts | None = None, pruners: Sequence[Pruner] = ()) -> None:
         self.config = config  # read at every tick: a changed interval applies from the next sample
         self.events = events
         self.alerts = alerts
+        # Other components' retention (stored responses): pruned on the same hourly timer, so that
+        # one job, not one timer per store, keeps the database bounded.
+        self.pruners = tuple(pruners)
         self.repo = repo
         self.requests = requests
         self.registry = registry
@@ -253,11 +262,14 @@ class History:
         start = end - 3600 if start is None else start
         if start > end:
             raise ValidationError("start_time must not be after end_time", field="start_time")
-        if (end - start) / step > MAX_BUCKETS:
+        if step == RAW and end - start > MAX_RAW_WINDOW_S:
+            raise ValidationError(f"raw samples are read over at most {MAX_RAW_WINDOW_S / 3600:g} hours: "
+                                  "ask for an interval or a shorter window", field="interval")
+        if step != RAW and (end - start) / step > MAX_BUCKETS:
             raise ValidationError(f"the window holds more than {MAX_BUCKETS} buckets of {interval}: "
                                   "ask for a larger interval or a shorter window", field="interval")
         types = [metric_type] if metric_type else ["cpu", "memory", "gpu"]
-        first = start - start % step  # the bucket that holds start
+        first = start - start % step if step != RAW else start  # the bucket that holds start
         values: dict[str, dict[float, tuple[float, float]]] = {}
         models: dict[float, dict[str, dict[str, float]]] = {}
         for t in types:
@@ -327,8 +339,8 @@ class History:
         return out
 
     async def prune(self, now: float | None = None) -> int:
-        """Drop what is older than each resolution's retention (0: kept forever), and alert history older
-        than ``alerts.keep_history_d``."""
+        """Drop what is older than each resolution's retention (0: kept forever), alert history older
+        than ``alerts.keep_history_d``, and what each of ``pruners`` drops."""
         c = self.config
         keep = {RAW: c.keep_raw_h * 3600, 60: c.keep_1m_d * 86400, 300: c.keep_5m_d * 86400,
                 3600: c.keep_1h_d * 86400, 86400: c.keep_1d_d * 86400}
@@ -336,6 +348,8 @@ class History:
         removed = await self.repo.prune({res: s for res, s in keep.items() if s > 0}, now)
         if self.alerts is not None:
             removed += await self.alerts.prune_history(self.alerts.config.keep_history_d, now)
+        for pruner in self.pruners:
+            removed += await pruner(now)
         return removed
 
     async def _run(self) -> None:

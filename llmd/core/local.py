@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Sequence
 
 from llmd.config import SamplingConfig
+from llmd.core import tooluse
 from llmd.core.deployment import Deployment, FinishHook, Generation, LogSink, StateHook
 from llmd.core.engine.base import Engine, LoadedModel, LoadSettings
 from llmd.core.engine.scheduler import BatchScheduler
@@ -36,6 +37,7 @@ from llmd.core.generation import (
     fit_context,
     fit_history,
     model_defaults,
+    render_prompt,
 )
 from llmd.core.memory import MemoryMeasure, describe
 from llmd.core.registry import Model
@@ -70,11 +72,41 @@ class Job:
     cancel_reason: FinishReason = FinishReason.CANCELLED
     finished: bool = False
     meta: dict[str, Any] = field(default_factory=dict)  # dialect, endpoint: for the request log
+    index: int = 0  # the choice, when the request asked for n > 1
+    # n > 1: the request's jobs, this one among them, the leader (which evaluates the prompt) first
+    group: list[Job] | None = None
+    group_results: list[GenerationResult] = field(default_factory=list)  # the leader's: choices ended so far
 
     def cancel(self, reason: FinishReason = FinishReason.CANCELLED) -> None:
         """Ask the worker to stop this job at its next token."""
         self.cancel_reason = reason
         self.cancel_event.set()
+
+
+def combine_choices(results: Sequence[GenerationResult]) -> GenerationResult:
+    """One result for the ``n`` choices of a request (in index order): choice 0's text, logprobs and finish
+    reason (a failed choice's reason and error when one failed), the prompt counted once and the completion
+    tokens of all."""
+    first = results[0]
+    failed = next((r for r in results if r.error is not None), None)
+    return dataclasses.replace(
+        first,
+        finish_reason=(failed or first).finish_reason,
+        error=failed.error if failed is not None else None,
+        usage=Usage(first.usage.prompt_tokens, sum(r.usage.completion_tokens for r in results),
+                    first.usage.cached_tokens),
+        timings=Timings(queued_s=first.timings.queued_s, ttft_s=min(r.timings.ttft_s for r in results),
+                        duration_s=max(r.timings.duration_s for r in results),
+                        decode_tps=sum(r.timings.decode_tps for r in results)),
+    )
+
+
+def choice_params(params: SamplingParams, index: int) -> SamplingParams:
+    """Choice ``index``'s sampling: its own seed (seed + index), so that choices differ under sampling and a
+    request's seed still repeats every one of them."""
+    if index == 0 or params.seed is None:
+        return params
+    return dataclasses.replace(params, seed=params.seed + index)
 
 
 class LocalGeneration(Generation):
@@ -85,11 +117,13 @@ class LocalGeneration(Generation):
     """
 
     def __init__(self, job: Job, deployment: LocalDeployment) -> None:
-        self.job = job
+        self.job = job  # the first choice's (the only one's for n == 1)
         self.deployment = deployment
         self.model = deployment.model.name
         self.result: GenerationResult | None = None
         self.prompt_tokens = len(job.prompt)
+        self.n = len(job.group) if job.group else 1
+        self.results: list[GenerationResult] | None = None  # per choice, once ended (n > 1)
 
     async def __aiter__(self) -> AsyncIterator[TokenEvent]:
         async for batch in self.batches():
@@ -98,6 +132,10 @@ class LocalGeneration(Generation):
 
     async def batches(self) -> AsyncIterator[list[TokenEvent]]:
         """Every token event that has arrived, as one list per wait (all streams of a step arrive at once)."""
+        if self.n > 1:
+            async for batch in self._choice_batches():
+                yield batch
+            return
         queue = self.job.events
         try:
             while True:
@@ -118,10 +156,35 @@ class LocalGeneration(Generation):
             if self.result is None:
                 self.cancel()
 
+    async def _choice_batches(self) -> AsyncIterator[list[TokenEvent]]:
+        """:meth:`batches` of ``n`` > 1 choices, which share one queue: their events carry their ``index``;
+        the generation ends when every choice has ended."""
+        queue = self.job.events
+        done: dict[int, GenerationResult] = {}
+        try:
+            while len(done) < self.n:
+                event = await queue.get()
+                batch: list[TokenEvent] = []
+                while True:
+                    if isinstance(event, TokenEvent):
+                        batch.append(event)
+                    else:
+                        done[event.index] = event
+                    if queue.empty() or len(done) == self.n:
+                        break
+                    event = queue.get_nowait()
+                if batch:
+                    yield batch
+            self.results = [done[i] for i in range(self.n)]
+            self.result = combine_choices(self.results)
+        finally:
+            if self.result is None:
+                self.cancel()
+
     def __del__(self) -> None:
         # A response that was dropped before its body was ever iterated (the
         # client left between headers and body) must not keep the engine busy.
-        if self.result is None and not self.job.finished:
+        if self.result is None and not all(j.finished for j in self.job.group or (self.job,)):
             self.deployment.cancel(self.job)
 
     def cancel(self, reason: FinishReason = FinishReason.CANCELLED) -> None:
@@ -255,10 +318,15 @@ class LocalDeployment(Deployment):
     async def generate(self, req: GenerateRequest) -> Generation:
         """Render, tokenize, check and queue ``req``; errors surface here, before any streaming."""
         loaded = self._model()
+        self._check_choices(req, loaded)
         self.last_used = time.time()
         params = model_defaults(self.model.config, req.params)
         loop = asyncio.get_running_loop()
-        prompt = await loop.run_in_executor(self.aux, build_prompt, loaded, dataclasses.replace(req, params=params))
+        tools = tooluse.plan(req, loaded.chat_template)
+        if tools is not None and tools.grammar:
+            params = dataclasses.replace(params, grammar=tools.grammar)
+        prompt = await loop.run_in_executor(self.aux, build_prompt, loaded, dataclasses.replace(req, params=params),
+                                            tools)
         if params.grammar:
             # A grammar that does not parse is a 400 now, not an error event mid-stream.
             await loop.run_in_executor(self.aux, loaded.check_grammar, params.grammar)
@@ -267,7 +335,59 @@ class LocalDeployment(Deployment):
         default_max = own_max if isinstance(own_max, int) and not isinstance(own_max, bool) and own_max > 0 \
             else self.sampling.max_tokens
         params = fit_context(len(prompt), params, loaded.n_ctx, default_max, self.max_tokens_limit)
-        return self.submit(prompt, params, meta={"dialect": req.dialect, "endpoint": req.endpoint})
+        gen = self.submit(prompt, params, meta={"dialect": req.dialect, "endpoint": req.endpoint}, n=req.n)
+        if tools is not None and tools.parse:
+            return tooluse.ToolCallingGeneration(gen, tools.fmt, req.tools, req.parallel_tool_calls)
+        return gen
+
+    def _check_choices(self, req: GenerateRequest, loaded: LoadedModel) -> None:
+        """``n`` fits the slots (the choices run at once) and every ``logit_bias`` id is in the vocabulary."""
+        if req.n > loaded.n_slots:
+            raise ValidationError(
+                f"n is {req.n} but model '{self.model.name}' generates at most {loaded.n_slots} answers at once "
+                f"(its deployment has {loaded.n_slots} parallel slots)", field="n",
+                details={"n": req.n, "slots": loaded.n_slots})
+        for token, _ in req.params.logit_bias:
+            if not 0 <= token < loaded.n_vocab:
+                raise ValidationError(f"logit_bias: token id {token} is not in the model's vocabulary "
+                                      f"(0-{loaded.n_vocab - 1})", field="logit_bias")
+
+    async def count_tokens(self, req: GenerateRequest) -> int:
+        """The tokens ``req``'s prompt takes (its chat rendered with its tools), without generating."""
+        loaded = self._model()
+        tools = tooluse.plan(req, loaded.chat_template)
+        prompt = await asyncio.get_running_loop().run_in_executor(self.aux, build_prompt, loaded, req, tools)
+        return len(prompt)
+
+    async def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[tuple[int, bytes]]:
+        """``text``'s tokens and the bytes of each (a piece may be part of a UTF-8 character)."""
+        loaded = self._model()
+
+        def run() -> list[tuple[int, bytes]]:
+            tokens = loaded.tokenize(text, add_special=add_special, parse_special=parse_special)
+            return [(t, loaded.token_bytes(t)) for t in tokens]
+
+        return await asyncio.get_running_loop().run_in_executor(self.aux, run)
+
+    async def detokenize(self, tokens: Sequence[int]) -> str:
+        """The text of ``tokens`` (ids outside the vocabulary are a 400 naming the first)."""
+        loaded = self._model()
+        n_vocab = getattr(loaded, "n_vocab", None)
+        for i, t in enumerate(tokens):
+            if t < 0 or (n_vocab is not None and t >= n_vocab):
+                raise ValidationError(f"tokens[{i}] is {t}, not a token of this model (0-{(n_vocab or 1) - 1})",
+                                      field=f"tokens[{i}]")
+
+        def run() -> str:
+            return b"".join(loaded.token_bytes(t) for t in tokens).decode("utf-8", "replace")
+
+        return await asyncio.get_running_loop().run_in_executor(self.aux, run)
+
+    async def render_prompt(self, req: GenerateRequest) -> str:
+        """``req``'s prompt text: its chat through the model's template, with its tools."""
+        loaded = self._model()
+        tools = tooluse.plan(req, loaded.chat_template)
+        return await asyncio.get_running_loop().run_in_executor(self.aux, render_prompt, loaded, req, tools)
 
     async def embed(self, inputs: Sequence[str]) -> EmbeddingResult:
         """Mean-pooled, normalised embeddings; an input longer than the context is a 400."""
@@ -299,40 +419,51 @@ class LocalDeployment(Deployment):
         """Layers the loaded model offloads (0 on a build without GPU offload)."""
         return self.loaded.n_gpu_layers if self.loaded is not None else self.settings.n_gpu_layers
 
-    def submit(self, prompt: list[int], params: SamplingParams, meta: dict[str, Any] | None = None) -> LocalGeneration:
-        """Queue a generation of ready tokens; raises :class:`ServerBusyError` when the queue is full."""
+    def submit(self, prompt: list[int], params: SamplingParams, meta: dict[str, Any] | None = None,
+               n: int = 1) -> LocalGeneration:
+        """Queue a generation of ready tokens (``n`` choices of it, which take ``n`` slots at once and share
+        one evaluation of the prompt); raises :class:`ServerBusyError` when the queue is full."""
         self._model()
         loop = asyncio.get_running_loop()
-        job = Job(prompt=prompt, params=params, loop=loop, events=asyncio.Queue(), model_name=self.model.name,
-                  meta=meta or {})
+        events: asyncio.Queue = asyncio.Queue()
+        jobs = [Job(prompt=prompt, params=choice_params(params, i), loop=loop, events=events,
+                    model_name=self.model.name, meta=meta or {}, index=i) for i in range(n)]
+        job = jobs[0]
+        if n > 1:
+            for j in jobs:
+                j.group = jobs
         with self._cond:
             if self._closing:
                 raise ShuttingDownError()
             # The requests that wait for a slot: those past the free slots. A job the worker has not yet
             # taken from the deque takes a free slot as soon as it wakes, so it does not count as waiting.
             waiting = max(0, len(self._running) + len(self._queue) - self.settings.n_slots)
-            if len(self._running) + len(self._queue) >= self.settings.n_slots and waiting >= self.queue_size:
+            if len(self._running) + len(self._queue) + n > self.settings.n_slots and waiting >= self.queue_size:
                 raise ServerBusyError(
                     f"model '{self.model.name}' is busy: {waiting} requests are waiting",
                     retry_after=max(1, waiting),
                     details={"queued": waiting, "queue_size": self.queue_size},
                 )
-            self._queue.append(job)
+            self._queue.extend(jobs)
             self._cond.notify()
         self.last_used = time.time()
         return LocalGeneration(job, self)
 
     def cancel(self, job: Job, reason: FinishReason = FinishReason.CANCELLED) -> None:
-        """Remove a queued job without running it, or stop a running one."""
+        """Remove a queued job without running it, or stop a running one (every choice of its request)."""
+        unstarted = []
         with self._cond:
-            if job.finished:
-                return
-            try:
-                self._queue.remove(job)
-            except ValueError:
-                job.cancel(reason)  # running: the worker sees it at the next token
-                return
-        self._finish_unstarted(job, reason)
+            for j in job.group or (job,):
+                if j.finished:
+                    continue
+                try:
+                    self._queue.remove(j)
+                except ValueError:
+                    j.cancel(reason)  # running: the worker sees it at the next token
+                    continue
+                unstarted.append(j)
+        for j in unstarted:
+            self._finish_unstarted(j, reason)
 
     # -- figures --------------------------------------------------------
     def memory_measured(self) -> MemoryMeasure | None:
@@ -373,7 +504,7 @@ class LocalDeployment(Deployment):
                     self._finish_running(job, GenerationResult(
                         text="", finish_reason=FinishReason.ERROR, usage=Usage(len(job.prompt), 0),
                         timings=Timings(), model=self.model.name,
-                        error=EngineError("the engine stopped unexpectedly")))
+                        error=EngineError("the engine stopped unexpectedly"), index=job.index))
             self._flush()
             raise
 
@@ -396,9 +527,18 @@ class LocalDeployment(Deployment):
                 free = sched.free_slots()
                 while self._queue and free > 0:
                     job = self._queue.popleft()
-                    self._running.add(job)
+                    if job.group:  # the n choices of a request start together (its leader is first)
+                        if len(job.group) > free:
+                            self._queue.appendleft(job)  # in order: it waits for enough slots
+                            break
+                        for other in job.group[1:]:
+                            self._queue.remove(other)
+                        self._running.update(job.group)
+                        free -= len(job.group)
+                    else:
+                        self._running.add(job)
+                        free -= 1
                     admitted.append(job)
-                    free -= 1
             for job in admitted:
                 sched.admit(job)
             self._step_started = time.monotonic()
@@ -457,7 +597,14 @@ class LocalDeployment(Deployment):
         for job, event in batch:
             job.events.put_nowait(event)
             if isinstance(event, GenerationResult):
-                self._finished(job.meta, event)
+                if job.group is None:
+                    self._finished(job.meta, event)
+                    continue
+                # The n choices of a request are one request in the log, recorded when the last one ends.
+                done = job.group[0].group_results
+                done.append(event)
+                if len(done) == len(job.group):
+                    self._finished(job.meta, combine_choices(sorted(done, key=lambda r: r.index)))
 
     def _finish(self, job: Job, result: GenerationResult) -> None:
         job.finished = True
@@ -469,5 +616,5 @@ class LocalDeployment(Deployment):
         now = time.monotonic() - job.submitted
         self._finish(job, GenerationResult(
             text="", finish_reason=reason, usage=Usage(len(job.prompt), 0),
-            timings=Timings(queued_s=now, duration_s=now), model=self.model.name, error=err,
+            timings=Timings(queued_s=now, duration_s=now), model=self.model.name, error=err, index=job.index,
         ))

@@ -113,6 +113,18 @@ def model_name_from_file(filename: str) -> str:
     return name or "model"
 
 
+def has_tag(name: str) -> bool:
+    """Whether an Ollama-style name carries a tag: ``qwen:7b``, ``me/m:q4`` (a ``:`` in its last segment)."""
+    return ":" in name.rsplit("/", 1)[-1]
+
+
+def ollama_latest(name: str) -> str | None:
+    """The other spelling of a name under Ollama's default tag: ``x:latest`` <-> ``x``; ``None`` otherwise."""
+    if name.endswith(":latest") and len(name) > len(":latest"):
+        return name[: -len(":latest")]
+    return None if has_tag(name) else f"{name}:latest"
+
+
 def find_bundled_gguf() -> list[Path]:
     """GGUF files shipped inside installed Python distributions.
 
@@ -143,13 +155,19 @@ class Registry:
         """A model by name or alias, else by the ``model-<n>`` id; ``None`` if none matches.
 
         Names can never look like ids (see ``_check_name``), so the two ways
-        of naming a model cannot clash.
+        of naming a model cannot clash. Ollama's ``name:tag`` names, where the
+        tag ``latest`` is the default, match either way: ``qwen:latest``
+        finds ``qwen`` and ``qwen`` finds ``qwen:latest``.
         """
         row = await self.repo.get(ref)
         if row is None:
             m = _ID_RE.match(ref)
             if m:
                 row = await self.repo.get_by_id(int(m.group(1)))
+        if row is None:
+            other = ollama_latest(ref)
+            if other is not None:
+                row = await self.repo.get(other)
         return Model.from_row(row) if row else None
 
     async def get(self, ref: str, *, field: str = "model") -> Model:
@@ -161,7 +179,7 @@ class Registry:
                 f"model '{ref}' is not registered; available: {', '.join(known) or 'none'}"
                 " (or 'default')",
                 field=field,
-                details={"available": known},
+                details={"available": known, "model": ref},
             )
         return model
 
@@ -192,13 +210,16 @@ class Registry:
     async def add_file(
         self, path: str | Path, name: str | None = None, *, source: str = "local",
         aliases: list[str] | None = None, metadata: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
     ) -> Model:
         """Register a local GGUF file; its header gives architecture, context and quantization.
 
         ``metadata`` (e.g. where a download came from) is stored in the model's
         metadata JSON next to the header summary; its keys win on a clash.
+        ``config`` holds the model's own defaults (sampling, ``n_ctx``, a
+        ``system`` prompt, ``stop`` strings), in the same insert.
         """
-        p = Path(path).expanduser()
+        p = _expand(path, "path")
         if not p.is_absolute():
             raise ValidationError("path must be absolute", field="path")
         info = await asyncio.to_thread(read_gguf_info, p)
@@ -209,6 +230,8 @@ class Registry:
         fields = _fields(info, name, source)
         if metadata:
             fields["metadata"] = {**fields["metadata"], **metadata}
+        if config:
+            fields["config"] = dict(config)
         row = await self.repo.insert(fields, aliases or [])
         log.info("registered model %s from %s", name, p)
         return Model.from_row(row)
@@ -287,14 +310,16 @@ class Registry:
 
         Only a file under ``owned_dir`` (the models directory, where
         downloads land) is removed, with the other shards of a split GGUF;
-        a bundled or user-supplied file is never touched. Returns whether a
-        file was removed.
+        a bundled or user-supplied file is never touched, nor a file another
+        model still uses. Returns whether a file was removed.
         """
         model = await self.get(name)
         await self.repo.delete(model.name)
         log.info("deleted model %s", model.name)
         if owned_dir is None or model.source == "bundled" or model.format != "gguf":
             return False
+        if any(m.path == model.path for m in await self.list()):
+            return False  # another model serves the same file (an Ollama create from it, or from the same blob)
         return await asyncio.to_thread(_remove_owned_file, Path(model.path), Path(owned_dir))
 
     async def sync_bundled(self, files: list[Path] | None = None) -> list[Model]:
@@ -324,19 +349,52 @@ class Registry:
             out.append(Model.from_row(row))  # type: ignore[arg-type]
         return out
 
+    async def add_alias(self, alias: str, name: str) -> None:
+        """Make ``alias`` a second name of model ``name`` (an alias that named another model moves).
+
+        An alias must be a valid name, and not the name of another model
+        (the name would win, so the alias would never be reached): a 409.
+        """
+        _check_name(alias, "destination")
+        if alias == DEFAULT_ALIAS:
+            raise ValidationError(f"destination: '{DEFAULT_ALIAS}' always names the default model (models.default)",
+                                  field="destination")
+        if alias == name:
+            return  # a model is already called by its own name
+        owner = await self.repo.get(alias)
+        if owner is not None and owner["name"] == alias and alias != name:
+            raise ModelExistsError(f"a model named '{alias}' already exists", field="destination",
+                                   details={"name": alias})
+        await self.repo.set_alias(alias, name)
+
+    async def remove_alias(self, alias: str) -> bool:
+        """Remove an alias (never ``default``, which follows ``models.default``); True if it existed."""
+        if alias == DEFAULT_ALIAS:
+            return False
+        return await self.repo.delete_alias(alias)
+
     async def ensure_default_alias(self, name: str) -> None:
         """Point the ``default`` alias at ``name`` if that model exists."""
         if await self.repo.get(name) is not None:
             await self.repo.set_alias(DEFAULT_ALIAS, name)
 
 
-def _check_name(name: str) -> None:
+def _check_name(name: str, field: str = "name") -> None:
     if not _NAME_RE.match(name) or _ID_RE.match(name):
         raise ValidationError(
-            "name must start with a letter or digit and use only letters, digits and . _ : / -"
+            f"{field} must start with a letter or digit and use only letters, digits and . _ : / -"
             " (and not look like a model id, model-<n>)",
-            field="name",
+            field=field,
         )
+
+
+def _expand(path: str | Path, field: str) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded; a user that does not exist is a 400 naming ``field``."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:  # "~nobody-such": no home directory to expand to
+        raise ValidationError(f"{field}: {str(path).split('/')[0]!r} names no user with a home directory",
+                              field=field) from None
 
 
 async def _read_model_file(path: Any) -> GGUFInfo:
@@ -344,7 +402,7 @@ async def _read_model_file(path: Any) -> GGUFInfo:
     if not isinstance(path, str) or not path.strip():
         raise ValidationError("config.model_path: the GGUF file of a llama.cpp model is required",
                               field="config.model_path")
-    p = Path(path).expanduser()
+    p = _expand(path, "config.model_path")
     if not p.is_absolute():
         raise ValidationError("config.model_path must be an absolute path", field="config.model_path")
     try:

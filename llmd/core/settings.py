@@ -30,10 +30,11 @@ log = logging.getLogger(__name__)
 
 OVERRIDE = "override (PUT /api/config)"
 # Settings read where they are used: a change applies at once. Sections end in ".*".
-RUNTIME = ("monitor.*", "alerts.*", "sampling.*", "log.level", "deployments.max_running",
+RUNTIME = ("monitor.*", "alerts.*", "responses.*", "sampling.*", "log.level", "deployments.max_running",
            "deployments.memory_budget_mb", "deployments.start_timeout_s", "deployments.stop_timeout_s",
            "deployments.health_check_interval_s",
-           "deployments.keep_alive_s", "engine.stall_timeout_s")
+           "deployments.keep_alive_s", "deployments.load_on_demand", "deployments.load_on_demand_wait_s",
+           "engine.stall_timeout_s")
 # Never changed at run time: the database that holds the overrides lives there.
 FIXED = ("paths.*",)
 Listener = Callable[[set[str]], None]

@@ -102,6 +102,9 @@ class GenerateRequest:
     tool_choice: str = "auto"
     tool_name: str | None = None
     parallel_tool_calls: bool = True
+    # How long the model stays loaded once this request is done (Fleet.keep_alive): None leaves the
+    # deployment's keep-alive as it is, 0 unloads it once idle, a negative value keeps it loaded.
+    keep_alive_s: float | None = None
 
 
 class FinishReason(str, enum.Enum):
@@ -150,6 +153,16 @@ class Timings:
     ttft_s: float = 0.0  # from submission to the first token
     duration_s: float = 0.0  # from submission to the end
     decode_tps: float = 0.0  # completion tokens / decode time
+
+    @property
+    def prompt_eval_s(self) -> float:
+        """The prompt's evaluation: from the job's admission into a slot to its first token."""
+        return max(0.0, self.ttft_s - self.queued_s)
+
+    @property
+    def eval_s(self) -> float:
+        """The answer's generation: from the first token to the end."""
+        return max(0.0, self.duration_s - self.ttft_s)
 
 
 @dataclass(frozen=True)
@@ -202,6 +215,7 @@ class GenerationResult:
     tool_calls: tuple[ToolCall, ...] = ()  # the calls parsed from the answer (``text`` is what is left)
     logprobs: tuple[TokenLogprob, ...] = ()  # per generated token, when asked for
     index: int = 0  # the choice (``n`` > 1)
+    stop_sequence: str | None = None  # the stop string that ended it (finish_reason STOP), if one did
 
 
 @dataclass(frozen=True)

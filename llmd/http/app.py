@@ -13,7 +13,7 @@ import asyncio
 import logging
 from typing import Any
 
-from quart import Quart, Response, g, jsonify, request, websocket
+from quart import Quart, Request, Response, g, jsonify, request, websocket
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from llmd.core import Core
@@ -25,7 +25,19 @@ from llmd.errors import (
     PayloadTooLargeError,
     ValidationError,
 )
-from llmd.http import admin, api_v1, easyviz, inference_service, llama_local, llm_manager, openai
+from llmd.http import (
+    admin,
+    anthropic,
+    api_v1,
+    console,
+    easyviz,
+    inference_service,
+    llama_local,
+    llama_server,
+    llm_manager,
+    ollama,
+    openai,
+)
 from llmd.http.docs import docs_dialect
 from llmd.http.middleware import AccessControl, RateLimit
 from llmd.http.routing import CONVERTERS, Dialect, PathOwners, Route
@@ -47,12 +59,17 @@ def create_app(core: Core) -> Quart:
     app.url_map.merge_slashes = False
 
     # The LLM Manager's hub paths (/api/models/search, .../info) are claimed by its exact paths and
-    # patterns, which win over the LLM Inference Service's /api/models prefix whatever the order.
+    # patterns, which win over the LLM Inference Service's /api/models prefix whatever the order; so are
+    # the Anthropic API's /v1/messages inside the OpenAI API's /v1/.
     dialects = [openai.build(core), llama_local.build(core), admin.build(core), easyviz.build(core),
-                api_v1.build(core), llm_manager.build(core), inference_service.build(core)]
+                api_v1.build(core), llm_manager.build(core), inference_service.build(core), anthropic.build(core),
+                llama_server.build(core), ollama.build(core)]
     fallback = dialects[1]  # The LLaMA Local API's {"detail": ...} for paths nobody owns
     dialects.append(docs_dialect(fallback, dialects))
+    dialects.append(console.build(fallback))  # the web console's page and files (docs/console.md)
     owners = PathOwners(dialects, fallback)
+    app.request_class = _upload_request_class(tuple(p for d in dialects for p in d.upload_prefixes),
+                                              max(core.config.server.max_body_bytes, UPLOAD_BUFFER_BYTES))
     too_large = f"the request body is larger than {core.config.server.max_body_bytes} bytes"
 
     def render(d: Dialect, err: LlmdError, path: str | None = None) -> Response:
@@ -82,6 +99,9 @@ def create_app(core: Core) -> Quart:
         if "<" not in r.path and not r.websocket:
             static.setdefault(r.path, (d, set()))[1].update(r.methods)
 
+    # First of the hooks: a browser at / (and anyone at /console) goes to the web console; Ollama's clients
+    # keep their "Ollama is running" at /.
+    app.before_request(console.redirect_browsers)
     access = AccessControl(core, routes, render_for_path)
     access.install(app)
     limit = RateLimit(core, render_for_path, lambda path: owners.owner(path).name)
@@ -164,6 +184,24 @@ def create_app(core: Core) -> Quart:
     app.extensions["llmd_routes"] = routes  # endpoint -> (dialect, route), for the auth matrix test
     app.extensions["llmd_owners"] = owners  # which API answers an unmatched path
     return app
+
+
+# What an upload route's body may hold in memory, unread, before its handler streams it to disk.
+UPLOAD_BUFFER_BYTES = 64 * 1024 * 1024
+
+
+def _upload_request_class(prefixes: tuple[str, ...], buffer_bytes: int) -> type[Request]:
+    """Quart's Request, but a POST to an upload path (Ollama's blobs: whole GGUF files) is not bounded by
+    server.max_body_bytes: its handler streams the body, and only what waits unread in memory is bounded."""
+
+    class UploadAwareRequest(Request):
+        def __init__(self, method: str, scheme: str, path: str, *args: Any, **kwargs: Any) -> None:
+            super().__init__(method, scheme, path, *args, **kwargs)
+            if prefixes and method == "POST" and path.startswith(prefixes):
+                # No Content-Length check; Quart's Body bounds the bytes buffered and not yet read.
+                self.body = self.body_class(None, buffer_bytes)
+
+    return UploadAwareRequest
 
 
 def _endpoint(d: Dialect, route: Route) -> str:

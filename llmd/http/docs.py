@@ -235,6 +235,15 @@ LINKS: dict[str, list[Link]] = {
     "GET /api/models/trending": _hub_links("$response.body#/data/items/0/id"),
     f"POST {_HUB}/favorite": [("info", f"GET {_HUB}/info", {"path.hub_id": "$request.path.hub_id"}, None),
                               ("unfavorite", f"DELETE {_HUB}/favorite", {"path.hub_id": "$request.path.hub_id"}, None)],
+    # The Responses API: a stored response's routes, and a response that continues it.
+    "POST /v1/responses": [
+        *((name, f"{method} /v1/responses/resp_{{response_key}}{tail}",
+           {"path.response_key": "$response.body#/id#regex:^resp_(.+)$"}, None)
+          for name, method, tail in (("get", "GET", ""), ("input_items", "GET", "/input_items"),
+                                     ("delete", "DELETE", ""))),
+        ("continue", "POST /v1/responses", {}, {"model": "$response.body#/model", "input": "And then?",
+                                                "previous_response_id": "$response.body#/id"}),
+    ],
     # The model lists of the other APIs, to one of their models.
     "GET /v1/models": [("get", "GET /v1/models/{model_id}", {"path.model_id": "$response.body#/data/0/id"}, None)],
     "GET /api/v1/llm/models/": [

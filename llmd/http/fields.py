@@ -46,7 +46,19 @@ MinP = Annotated[float, Field(ge=0.0, le=1.0, description="Extension: 0-1.")]
 OpenAIRepeatPenalty = Annotated[float, Field(ge=0.0, le=2.0, description="Extension: 0-2.")]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0, description="-2 to 2.")]
 Seed = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX, description="A 64-bit integer; equal seeds repeat an answer.")]
-Choices = Annotated[int, Field(ge=1, le=128, description="How many answers; only 1 is supported.")]
+Choices = Annotated[int, Field(ge=1, le=128, description=(
+    "How many answers, 1 to limits.max_n (default 8) and at most the deployment's parallel slots; the prompt is "
+    "evaluated once for all."))]
+TopLogprobs = Annotated[int, Field(ge=0, le=20, description="0-20 most likely tokens per position; needs logprobs.")]
+CompletionLogprobs = Annotated[int, Field(ge=0, le=5, description=(
+    "0-5: each token's log-probability and that many most likely tokens per position."))]
+LogitBias = Annotated[dict[str, float], Field(description=(
+    "Token id (a string of digits) -> bias added to its logit before sampling, -100 to 100 (-100 bans it)."))]
+
+# -- the Anthropic Messages API's ranges -------------------------------------------------------
+AnthropicMaxTokens = Annotated[int, Field(ge=1, le=INT32_MAX, description="At least 1; limits.max_tokens bounds it.")]
+AnthropicTemperature = Annotated[float, Field(ge=0.0, le=1.0, description="0-1.")]
+AnthropicTopK = Annotated[int, Field(ge=0, le=INT32_MAX, description="0 or more; 0 disables top-k.")]
 
 # -- paging and other counts ------------------------------------------------------------------
 PageNumber = Annotated[int, Field(ge=1, le=1_000_000, description="Page number, from 1.")]

@@ -82,6 +82,9 @@ class Dialect:
     prefixes: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()  # exact paths owned outside the prefixes
     patterns: tuple[str, ...] = ()  # regular expressions (full match, DOTALL) for paths inside others' prefixes
+    # Path prefixes whose POST bodies are uploads a handler streams (Ollama's blobs): not bounded by
+    # server.max_body_bytes, only what waits unread in memory is (create_app's request class).
+    upload_prefixes: tuple[str, ...] = ()
     routes: list[Route] = field(default_factory=list)
 
     def route(self, path: str, methods: tuple[str, ...] = ("GET",), *, summary: str, auth: str,

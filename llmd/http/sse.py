@@ -11,6 +11,7 @@ from quart import Response, g
 
 from llmd.core.deployment import Generation
 from llmd.core.streams import OpenStreams
+from llmd.core.types import TokenEvent
 from llmd.errors import InternalError, LlmdError
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,12 @@ def stream_client() -> str | None:
     return g.get("llmd_client")
 
 
-def sse_response(streams: OpenStreams, events: AsyncIterator[str], headers: dict[str, str] | None = None) -> Response:
+def sse_response(streams: OpenStreams, events: AsyncIterator[str], headers: dict[str, str] | None = None, *,
+                 content_type: str = "text/event-stream; charset=utf-8") -> Response:
     """A streaming ``text/event-stream`` response, counted in ``streams`` while it is open.
+
+    ``content_type`` names another line format streamed the same way (the
+    Ollama API's NDJSON).
 
     Past the client's ``limits.max_streams_per_client`` it is a 429 in the
     dialect's envelope before anything is sent. When the client disconnects,
@@ -58,7 +63,7 @@ def sse_response(streams: OpenStreams, events: AsyncIterator[str], headers: dict
     stream = body()
     # A body that is never iterated (the client left before it started) still gives its slot back.
     weakref.finalize(stream, release)
-    resp = Response(stream, status=200, content_type="text/event-stream; charset=utf-8")
+    resp = Response(stream, status=200, content_type=content_type)
     resp.headers["Cache-Control"] = "no-cache"
     resp.headers["X-Accel-Buffering"] = "no"  # tell reverse proxies not to buffer
     for k, v in (headers or {}).items():
@@ -75,18 +80,26 @@ def _many(out: Events) -> list[str]:
 
 async def render_stream(gen: Generation, *, token: Callable[[str], Events], end: Callable[[Any], Events],
                         error: Callable[[LlmdError], Events], start: Callable[[], Events] | None = None,
-                        ) -> AsyncIterator[str]:
+                        other: Callable[[Any], Events] | None = None) -> AsyncIterator[str]:
     """A core generation as SSE text in a dialect's format.
 
     ``token(text)``, ``end(result)`` and ``error(err)`` return the event text
-    (or several); ``start()`` may emit a first event. The events of the
-    tokens that arrived together go out as one write. An error after the
-    stream has started goes out as the dialect's final event, since the HTTP
-    status can no longer change.
+    (or several); ``start()`` may emit a first event. ``other(event)``, when
+    given, renders every event that is not plain text of the first choice
+    (tool calls, logprobs, other choices); without it those write nothing
+    but their text. The events of the tokens that arrived together go out as
+    one write. An error after the stream has started goes out as the
+    dialect's final event, since the HTTP status can no longer change.
     """
     head = "".join(_many(start())) if start is not None else ""
+
+    def one(event: Any) -> Events:
+        if other is not None and (type(event) is not TokenEvent or event.index or event.logprobs):
+            return other(event)
+        return token(event.text) if event.text else None
+
     async for batch in gen.batches():
-        text = "".join(chunk for event in batch for chunk in _many(token(event.text)))
+        text = "".join(chunk for event in batch for chunk in _many(one(event)))
         if head:
             text, head = head + text, ""
         if text:

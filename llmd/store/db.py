@@ -46,6 +46,7 @@ class Store:
         from llmd.store.metrics import MetricsRepo
         from llmd.store.models import ModelRepo
         from llmd.store.requests import RequestLogRepo
+        from llmd.store.responses import ResponseRepo
         from llmd.store.sessions import ChatSessionRepo
         from llmd.store.settings import SettingsRepo
 
@@ -59,6 +60,7 @@ class Store:
         self.metrics = MetricsRepo(self)
         self.settings = SettingsRepo(self)
         self.alerts = AlertsRepo(self)
+        self.responses = ResponseRepo(self)
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -152,13 +154,24 @@ class Store:
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """One atomic write: commits on success, rolls back on any error."""
         async with self._write_lock:
-            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+            except asyncio.CancelledError:
+                # The BEGIN was queued on aiosqlite's thread before the cancellation (a client that went
+                # away) and runs all the same: end it before the lock is given back, or every later write
+                # fails with "cannot start a transaction within a transaction".
+                await _finish(asyncio.ensure_future(self._rollback_quietly()))
+                raise
             try:
                 yield self.db
             except BaseException:
                 await self.db.execute("ROLLBACK")
                 raise
             await self.db.execute("COMMIT")
+
+    async def _rollback_quietly(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # no transaction when the BEGIN itself failed
+            await self.db.execute("ROLLBACK")
 
     async def fetchall(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
         """Run a query and return plain dicts."""
@@ -170,6 +183,15 @@ class Store:
         async with self.db.execute(sql, params) as cur:
             row = await cur.fetchone()
             return dict(row) if row is not None else None
+
+
+async def _finish(task: asyncio.Future) -> None:
+    """Wait for ``task`` to end, however often the waiter is cancelled meanwhile."""
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            continue
 
 
 def dumps(value: Any) -> str:

@@ -298,4 +298,25 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0013_responses",
+        """
+        -- The OpenAI Responses API's stored responses (store: true). A row holds every input item the
+        -- model saw (with previous_response_id, the earlier turns' items too), so that continuing from
+        -- it needs this row only, whatever was deleted since.
+        CREATE TABLE responses (
+            id TEXT PRIMARY KEY,              -- resp_<hex>
+            created_at REAL NOT NULL,
+            completed_at REAL,
+            model TEXT NOT NULL,              -- the registry name of the model that answered
+            status TEXT NOT NULL,             -- completed | incomplete | failed
+            previous_response_id TEXT,        -- as given; that row may be gone since
+            request TEXT NOT NULL,            -- JSON: instructions, input items, the request's other fields
+            output TEXT NOT NULL,             -- JSON: the output items
+            usage TEXT,                       -- JSON: input, output and cached tokens
+            details TEXT                      -- JSON: why it is incomplete, or its error
+        );
+        CREATE INDEX responses_created ON responses(created_at);
+        """,
+    ),
 ]

@@ -118,6 +118,12 @@ class ModelRepo:
                 (alias, name),
             )
 
+    async def delete_alias(self, alias: str) -> bool:
+        """Remove ``alias`` (the model stays). True if it existed."""
+        async with self.store.transaction() as db:
+            cur = await db.execute("DELETE FROM model_aliases WHERE alias=?", (alias,))
+            return cur.rowcount > 0
+
     async def delete(self, name: str) -> bool:
         """Delete a model (its aliases go with it). True if it existed."""
         async with self.store.transaction() as db:

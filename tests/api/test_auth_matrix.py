@@ -148,6 +148,10 @@ def check_refusal(where: str, dialect: str, status: int, headers: Any, text: str
             ("api_v1", 403): "AUTHORIZATION_FAILED"}.get((dialect, status))
     if want is not None and code != want:
         problems.append(f"{where}: code {code!r}, expected {want!r}: {text[:200]}")
+    if dialect == "anthropic":  # no code in Anthropic's envelope: its error type says it
+        kind = {401: "authentication_error", 403: "permission_error"}.get(status)
+        if not isinstance(body, dict) or body.get("type") != "error" or body["error"].get("type") != kind:
+            problems.append(f"{where}: not Anthropic's {kind}: {text[:200]}")
     if "llmd_" in text:
         problems.append(f"{where}: the refusal echoes a key")
 
@@ -225,6 +229,9 @@ async def test_auth_matrix(core_factory):
             problems.append(f"{where}: policy {policy} should let {cred} in: {text[:200]}")
         elif want is not None and status != want:
             problems.append(f"{where}: policy {policy} wants {want}")
+        elif want is not None and method == "HEAD":  # a HEAD answer has no body to hold an envelope
+            if status == 401 and headers.get("www-authenticate", "").split(" ")[0] != "Bearer":
+                problems.append(f"{where}: 401 without WWW-Authenticate: Bearer")
         elif want is not None:
             check_refusal(where, d.name, status, headers, text, problems)
 
@@ -285,13 +292,15 @@ async def test_model_limited_key_gets_403_for_other_models(core_factory, tiny_gg
         # seed 004 names the deployment, not the model; whatever "model" the body says, tiny would answer
         (f"/api/chat/{core.fleet.get('tiny').id}", {"model": "second", "messages": chat["messages"]}, "llm_manager"),
         (f"/api/completions/{core.fleet.get('tiny').id}", {"model": "second", "prompt": "hi"}, "llm_manager"),
+        ("/v1/messages", {**chat, "max_tokens": 2}, "anthropic"),
+        ("/v1/messages/count_tokens", {"model": "tiny", "messages": chat["messages"]}, "anthropic"),
     ]
     for path, body, dialect in cases:
         r = await client.post(path, json=body, headers=h, scope_base=LAN)
         text = await r.get_data(as_text=True)
         assert r.status_code == 403, (path, r.status_code, text)
         assert "tiny" in text, (path, text)
-        if dialect == "openai":
+        if dialect in ("openai", "anthropic"):
             assert json.loads(text)["error"]["type"] == "permission_error"
     # the model it is limited to works, by name
     r = await client.post("/v1/chat/completions", json={**chat, "model": "second"}, headers=h, scope_base=LAN)

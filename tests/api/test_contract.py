@@ -82,20 +82,56 @@ def _manager(body: Any, status: int) -> str:
     return body["message"]
 
 
+def _llama_server(body: Any, status: int) -> str:
+    """llama.cpp's server: ``{"error": {"code": <status>, "message", "type"}}``."""
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    err = body["error"]
+    assert err.get("code") == status and isinstance(err.get("type"), str) and err["type"], body
+    assert isinstance(err.get("message"), str) and err["message"]
+    return err["message"]
+
+
+def _anthropic(body: Any, status: int) -> str:
+    """The Anthropic Messages API: ``{"type": "error", "error": {"type", "message"}}``; the message names the
+    field."""
+    assert isinstance(body, dict) and set(body) == {"type", "error"} and body["type"] == "error", body
+    err = body["error"]
+    assert isinstance(err, dict) and set(err) == {"type", "message"}, err
+    assert isinstance(err["message"], str) and err["message"]
+    assert isinstance(err["type"], str) and err["type"]
+    if status < 500:
+        assert err["type"] != "api_error", f"a {status} is a client error: {err}"
+    return err["message"]
+
+
+def _ollama(body: Any, status: int) -> str:
+    """The Ollama API: ``{"error": "text"}`` and nothing else; the text names the field."""
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    assert isinstance(body["error"], str) and body["error"], body
+    return body["error"]
+
+
 # dialect name -> checker(body, status) returning the text that should name the field
 # (API-MAP.md gives each dialect's envelope)
 ENVELOPES: dict[str, Callable[[Any, int], str]] = {
     "openai": _openai,
     "llama_local": _detail,
     "docs": _detail,
+    "console": _detail,  # the web console's files: the fallback's envelope, as the docs
     "admin": _admin,
     "easyviz": _error_text,
     "api_v1": _admin,
     "inference_service": _ops,
     "llm_manager": _manager,
+    "anthropic": _anthropic,
+    "llama_server": _llama_server,
+    "ollama": _ollama,
 }
 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+# Routes whose "model" names a model to make, not one that must exist: Ollama's pull (a registry name) and
+# create (the new name; its "from" is checked as a model).
+NEW_MODEL_ROUTES = {"/api/pull", "/api/create"}
 
 
 @pytest.fixture
@@ -281,7 +317,8 @@ def body_routes(app) -> list[tuple[Dialect, Route, dict, dict]]:
 
 def test_every_body_route_is_walked(app):
     walked = {(r.path, m) for _, r, _, _ in body_routes(app) for m in r.methods}
-    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/generate", "/llmd/v1/models"):
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/generate", "/llmd/v1/models",
+                 "/v1/responses", "/v1/responses/input_tokens"):
         assert (path, "POST") in walked
     for d in app.extensions["llmd_dialects"]:
         assert d.name in ENVELOPES, f"add the envelope of dialect {d.name!r} to ENVELOPES"
@@ -364,7 +401,7 @@ async def test_unknown_model(app, client):
     problems: list[str] = []
     walked = 0
     for d, r, schema, base in body_routes(app):
-        if "model" not in schema.get("properties", {}):
+        if "model" not in schema.get("properties", {}) or r.path in NEW_MODEL_ROUTES:
             continue
         body = {**base, "model": "no-such-model-xyz"}
         for method in r.methods:
@@ -484,7 +521,7 @@ async def test_unexpected_exceptions_are_500_in_envelope_without_leaks(app, clie
     # every public coroutine method of every core component a handler calls fails unexpectedly
     patched = []
     for component in ("fleet", "inference", "models", "monitor", "sessions", "downloads", "hub", "auth", "history",
-                      "settings", "alerts", "backups"):
+                      "settings", "alerts", "backups", "responses"):
         obj = getattr(fake_core, component)
         for name, _fn in inspect.getmembers(type(obj), inspect.iscoroutinefunction):
             if not name.startswith("_"):
@@ -1012,3 +1049,10 @@ async def test_port_app_bounds_nesting_too(app):
     # and a good body still has its model pinned
     status, body = await port_app_post(app, "/v1/chat/completions", json.dumps(base).encode())
     assert status == 200 and json.loads(body)["model"] == "tiny", body[:300]
+
+
+async def test_a_path_naming_an_unknown_users_home_is_a_400(client):
+    """Found by the fuzz run: ``~<user>`` with no such user made expanduser() raise (a 500)."""
+    r = await client.post("/llmd/v1/models", json={"path": "~no-such-user-here/m.gguf"})
+    body = await r.get_json()
+    assert r.status_code == 400 and body["error"]["message"].startswith("path:"), body

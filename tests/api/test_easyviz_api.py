@@ -269,6 +269,7 @@ async def test_unknown_model_is_404_listing_names_never_rerouted(client, fake_co
 
 
 async def test_model_not_loaded_is_503_with_retry_after(client, fake_core):
+    fake_core.config.deployments.load_on_demand = False  # with it (the default), the request loads the model
     await fake_core.fleet.unload("tiny")
     for path in ("/generate/", "/generate/stream/"):
         r = await client.post(f"{API}{path}", json={"prompt": "hi"})
@@ -405,6 +406,7 @@ async def test_ws_errors_keep_the_socket_open(client, fake_core, raw, names):
 
 
 async def test_ws_model_not_loaded_is_an_error(client, fake_core):
+    fake_core.config.deployments.load_on_demand = False
     await fake_core.fleet.unload("tiny")
     async with client.websocket("/ws/chat/s/") as ws:
         await ws.send(json.dumps({"type": "chat_message", "message": "hi"}))

@@ -63,7 +63,7 @@ async def test_per_model_figures(app):
 @pytest.mark.parametrize("query, field", [
     ("start_time=2027-01-15T09:00:00Z&end_time=2027-01-15T08:00:00Z", "start_time"),
     ("interval=2m", "interval"),
-    ("metric_type=disk", "metric_type"),
+    ("metric_type=network", "metric_type"),
     ("start_time=yesterday", "start_time"),
     ("start_time=2020-01-01T00:00:00Z&end_time=2027-01-15T08:00:00Z&interval=1m", "interval"),
     # years the answer could not write (0000 once +14:00 is taken off, 10000 once -14:00 is added)

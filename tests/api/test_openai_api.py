@@ -196,18 +196,21 @@ async def test_too_many_stop_strings(client):
     assert_openai_error(await json_of(r), param="stop")
 
 
-async def test_n_2_is_refused(client):
-    r = await client.post("/v1/chat/completions", json={**CHAT, "n": 2})
+async def test_n_beyond_the_slots_is_refused(client):
+    # the fake core's deployment has engine.parallel (4) slots: n=5 cannot run at once
+    r = await client.post("/v1/chat/completions", json={**CHAT, "n": 5})
     assert r.status_code == 400
     err = assert_openai_error(await json_of(r), code="invalid_request", param="n")
     assert err["type"] == "invalid_request_error"
     assert "n" in err["message"]
-    r = await client.post("/v1/chat/completions", json={**CHAT, "n": 1})
-    assert r.status_code == 200
+    for n in (1, 2):
+        r = await client.post("/v1/chat/completions", json={**CHAT, "n": n})
+        assert r.status_code == 200
+        assert len((await json_of(r))["choices"]) == n
 
 
 @pytest.mark.parametrize("extra,param", [
-    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ({"tools": [{"type": "function", "function": {"name": "f f"}}]}, "tools[0].function.name"),
     ({"response_format": {"type": "xml"}}, "response_format.type"),
     ({"response_format": {"type": "json_schema"}}, "response_format.json_schema.schema"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object",

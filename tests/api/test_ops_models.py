@@ -339,7 +339,8 @@ async def test_generate_chat_embeddings(client, fake_core):
     assert stats["avg_response_time"] > 0 and stats["tokens_per_second"] > 0 and stats["requests_per_second"] > 0
 
 
-async def test_inference_on_a_stopped_model_is_model_not_running(client, gguf):
+async def test_inference_on_a_stopped_model_is_model_not_running(client, fake_core, gguf):
+    fake_core.config.deployments.load_on_demand = False  # with it (the default), the request loads the model
     await create(client, "idle", gguf)
     for url, body in [("/api/models/idle/generate", {"prompt": "x"}),
                       ("/api/models/idle/chat/completions", {"messages": [{"role": "user", "content": "x"}]}),
@@ -347,6 +348,13 @@ async def test_inference_on_a_stopped_model_is_model_not_running(client, gguf):
         r = await client.post(url, json=body)
         assert r.status_code == 503
         assert_error(await body_of(r), "MODEL_NOT_RUNNING", "idle")
+
+
+async def test_inference_on_a_stopped_model_loads_it_on_demand(client, fake_core, gguf):
+    await create(client, "idle", gguf)
+    r = await client.post("/api/models/idle/generate", json={"prompt": "x"})
+    assert r.status_code == 200, await body_of(r)
+    assert fake_core.fleet.get("idle").state.value == "running"
 
 
 async def test_inference_validation(client):

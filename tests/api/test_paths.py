@@ -4,8 +4,10 @@
 Manager's hub (``/api/models/search``, ``/api/models/{hub_id}/info``,
 ``.../favorite``); ``/api/chat/...`` and ``/api/completions/...`` are the LLM
 Manager's inside paths nobody else owns; ``/health`` is the LLaMA Local API's
-next to ``/api/health``, ``/api/v1/health`` and ``/api/v1/llm/health/``; ``/``
-and every path nobody claims get the LLaMA Local API's ``{"detail"}``.
+next to ``/api/health``, ``/api/v1/health`` and ``/api/v1/llm/health/``;
+``/v1/messages`` and every path below it are the Anthropic Messages API's inside
+the OpenAI API's ``/v1/``; ``/`` and every path nobody claims get the LLaMA
+Local API's ``{"detail"}``.
 
 :func:`expected_api` writes those rules down independently of
 ``PathOwners`` and the route table. Each shape of a path segment
@@ -47,6 +49,9 @@ HUB_PATHS = {"/api/models/search", "/api/models/categories", "/api/models/trendi
              "/api/models/sync"}
 HUB_ID_ROUTE = re.compile(r"/api/models/.+/(?:info|favorite)", re.DOTALL)
 DOCS_PATHS = {"/docs", "/redoc", "/openapi.json"}
+# The Ollama API's exact paths (its /api/chat and /api/generate sit beside the LLM Manager's /api/chat/...).
+OLLAMA_PATHS = {"/", "/api/version", "/api/tags", "/api/ps", "/api/show", "/api/chat", "/api/generate", "/api/embed",
+                "/api/embeddings", "/api/pull", "/api/delete", "/api/copy", "/api/create", "/api/push", "/api/blobs"}
 # The LLM Manager's system routes inside the LLM Inference Service's /api/system/.
 MANAGER_SYSTEM = ("/api/system/resources", "/api/system/load", "/api/system/health")
 
@@ -55,6 +60,8 @@ def expected_api(path: str) -> str:
     """The API that answers ``path`` (as the server decodes it), by the table "Who answers a path that two
     APIs share" in docs/api.md."""
     path = "/" + path.lstrip("/")  # the router merges leading slashes (werkzeug)
+    if path in OLLAMA_PATHS or path.startswith("/api/blobs/"):
+        return "ollama"
     if path in HUB_PATHS or HUB_ID_ROUTE.fullmatch(path):
         return "llm_manager"
     if path in MANAGER_SYSTEM or path.startswith(tuple(p + "/" for p in MANAGER_SYSTEM)):
@@ -70,22 +77,32 @@ def expected_api(path: str) -> str:
         return "api_v1"
     if path in DOCS_PATHS or path.startswith("/docs/"):
         return "docs"
+    if path == "/console" or path.startswith("/console/"):
+        return "console"  # the web console (docs/console.md)
+    if path == "/v1/messages" or path.startswith("/v1/messages/"):
+        return "anthropic"
+    if path.startswith("/v1/"):
+        return "openai"
     # /health, /generate, /model-info, and everything nobody claims: the LLaMA Local API
     return "llama_local"
 
 
 def envelope_apis(body: Any) -> set[str]:
-    """The APIs whose error envelope ``body`` is (admin and api_v1 share one, as do docs and llama_local)."""
+    """The APIs whose error envelope ``body`` is (admin and api_v1 share one, as do docs, the console and
+    llama_local)."""
     if not isinstance(body, dict):
         return set()
     if body.get("success") is False and isinstance(body.get("message"), str) and isinstance(body.get("error"), str) \
             and "timestamp" in body:
         return {"llm_manager"}
     if set(body) == {"detail"} and isinstance(body["detail"], str):
-        return {"llama_local", "docs"}
+        return {"llama_local", "docs", "console"}
+    if set(body) == {"type", "error"} and body["type"] == "error" and isinstance(body["error"], dict) \
+            and set(body["error"]) == {"type", "message"}:
+        return {"anthropic"}
     err = body.get("error")
     if set(body) == {"error"} and isinstance(err, str) and err:
-        return {"easyviz"}
+        return {"easyviz", "ollama"}
     if isinstance(err, dict) and isinstance(err.get("message"), str) and isinstance(err.get("code"), str):
         if set(body) == {"error"} and {"type", "param"} <= set(err):
             return {"openai"}
@@ -106,9 +123,13 @@ def test_the_rules_themselves():
     assert expected_api("/api/models/a/info\n") == "inference_service"
     assert expected_api("/api/models//info") == "inference_service"  # an empty hub id is no hub id
     assert expected_api("/api/chat/x") == "llm_manager"
-    assert expected_api("/api/chat") == "llama_local"
-    assert expected_api("/health") == expected_api("/health/x") == expected_api("/") == "llama_local"
+    assert expected_api("/api/chat") == expected_api("/") == expected_api("/api/blobs/x") == "ollama"
+    assert expected_api("/api/chat\n") == expected_api("/api/tags/x") == "llama_local"
+    assert expected_api("/health") == expected_api("/health/x") == "llama_local"
     assert expected_api("//api/models/x") == "inference_service"
+    assert expected_api("/v1/messages") == expected_api("/v1/messages/count_tokens") == "anthropic"
+    assert expected_api("/v1/messages/a\nb") == expected_api("/v1/messages/") == "anthropic"
+    assert expected_api("/v1/messagesx") == expected_api("/v1/messages\n") == expected_api("/v1/x") == "openai"
 
 
 # -- the shapes -----------------------------------------------------------------
@@ -151,14 +172,14 @@ SHAPES: dict[str, str] = {
 
 # Where the shapes go, besides every parameter of every route under a shared prefix.
 SHARED_PREFIXES = ("/api/models", "/api/chat", "/api/completions", "/health", "/api/health", "/api/v1/health",
-                   "/api/v1/llm/health/", "/api/system", "/api/config", "/")
+                   "/api/v1/llm/health/", "/api/system", "/api/config", "/v1/messages", "/")
 METHODS = ("GET", "POST", "PUT", "DELETE")
 _PARAM = re.compile(r"<(?:\w+:)?\w+>")
 
 
 def _is_shared(path: str) -> bool:
     return path.startswith(("/api/models", "/api/chat/", "/api/completions/", "/api/system/",
-                            "/api/config")) or path in (
+                            "/api/config", "/v1/messages")) or path in (
         "/health", "/api/health", "/api/v1/health", "/api/v1/llm/health/")
 
 
@@ -310,7 +331,8 @@ WIRE_SHAPES = ["%0A", "a%0Ab", "%0D%0A", "%00", "%2F", "a%2Fb", "%2F%2F", "%2Fx"
 WIRE_TEMPLATES = ["/api/models/{s}", "/api/models/{s}/info", "/api/models/{s}/favorite", "/api/models/a/{s}/info",
                   "/api/models/{s}/start", "/api/models/{s}/chat/completions", "/api/models/x/{s}",
                   "/api/models{s}", "/api/chat/{s}", "/api/chat{s}", "/api/completions/{s}", "/health{s}",
-                  "/health/{s}", "/{s}", "/{s}/api/models/x"]
+                  "/health/{s}", "/{s}", "/{s}/api/models/x", "/v1/messages{s}", "/v1/messages/{s}",
+                  "/v1/messages/count_tokens{s}"]
 
 
 async def _raw(sock: str, method: str, target: bytes) -> tuple[int, str, str]:

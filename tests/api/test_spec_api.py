@@ -191,7 +191,7 @@ async def test_generate_unknown_model_is_404_with_the_available_names(client, fa
 
 
 async def test_generate_model_not_loaded_is_503(core_factory):
-    core = await core_factory(**{"models.load_default": False})
+    core = await core_factory(**{"models.load_default": False, "deployments.load_on_demand": False})
     r = await create_app(core).test_client().post("/api/v1/generate", json={"prompt": "hi"})
     assert r.status_code == 503
     assert r.headers["Retry-After"]
@@ -336,7 +336,7 @@ async def test_load_already_loaded_model(client, fake_core):
 
 
 async def test_load_a_model_that_is_not_loaded(core_factory):
-    core = await core_factory(**{"models.load_default": False})
+    core = await core_factory(**{"models.load_default": False, "deployments.load_on_demand": False})
     client = create_app(core).test_client()
     assert (await client.post("/api/v1/generate", json={"prompt": "hi"})).status_code == 503
     r = await client.post("/api/v1/models/tiny/load", json={"quantization": "q4_1", "prefer_gpu": False})

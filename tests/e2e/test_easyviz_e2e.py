@@ -202,8 +202,13 @@ def test_load_and_unload_change_the_engine(qwen_daemon):
     deps, loaded = state()
     assert "qwen" not in deps and "qwen" not in loaded and "smollm2-135m-instruct" in loaded
     assert httpx.get(f"{d.url}{API}/models/qwen/", timeout=10).json()["loaded"] is False
-    r = httpx.post(f"{d.url}{API}/generate/", json={"prompt": "hi", "model": "qwen"}, timeout=10)
-    assert r.status_code == 503 and r.headers["retry-after"]
+    # a request for it loads it again on demand (deployments.load_on_demand), then it is unloaded again
+    r = httpx.post(f"{d.url}{API}/generate/", json={"prompt": "hi", "model": "qwen", "parameters": {"max_length": 4}},
+                   timeout=120)
+    assert r.status_code == 200, r.text
+    assert "qwen" in state()[0]
+    assert httpx.post(f"{d.url}{API}/models/qwen/unload/", timeout=60).status_code == 200
+    assert "qwen" not in state()[0]
 
     r = httpx.post(f"{d.url}{API}/models/qwen/load/", timeout=120)
     assert r.status_code == 200 and r.json()["message"] == "Model qwen loaded successfully"

@@ -95,7 +95,8 @@ def test_sdk_errors(client):
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
     assert e.value.body["code"] == "model_not_found"
     with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(model="default", messages=[{"role": "user", "content": "x"}], n=2)
+        client.chat.completions.create(model="default", messages=[{"role": "user", "content": "x"}],
+                                       n=9)  # above limits.max_n
     assert e.value.body["param"] == "n"
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="default", messages=[{"role": "user", "content": "x"}],

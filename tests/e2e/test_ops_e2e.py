@@ -182,8 +182,12 @@ def test_follow_logs_then_stop(http, daemon, model):
     assert got[-1]["level"] == "INFO" and len(got) >= 3
     m = http.get(f"/api/models/{model['id']}").json()
     assert m["status"] == "stopped" and m["resource_usage"] == {}
-    r = http.post(f"/api/models/{model['id']}/generate", json={"prompt": "x"})
-    assert r.status_code == 503 and r.json()["error"]["code"] == "MODEL_NOT_RUNNING"
+    # a request loads it on demand (deployments.load_on_demand); stopped again for the tests below
+    r = http.post(f"/api/models/{model['id']}/generate", json={"prompt": "x", "max_tokens": 2})
+    assert r.status_code == 200, r.text
+    assert http.get(f"/api/models/{model['id']}").json()["status"] == "running"
+    r = http.post(f"/api/models/{model['id']}/stop", json={"force": True, "timeout": 60})
+    assert wait_task(http, r.json()["task_id"])["status"] == "completed"
     # a stopped model's logs are still there
     assert http.get(f"/api/models/{model['id']}/logs", params={"lines": 5}).json()["logs"]
 

@@ -125,6 +125,19 @@ def test_openai_sdk_through_the_proxy(daemon, external):
     assert text.strip()
 
 
+def test_choices_and_logit_bias_through_the_proxy(daemon, external):
+    client = openai.OpenAI(base_url=f"{daemon.url}/v1", api_key="unused", max_retries=0)
+    base = {"model": "ext-llm", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+    for kw, param in (({"n": 2}, "n"), ({"logprobs": True}, "logprobs")):
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(**base, **kw)
+        assert e.value.body["param"] == param
+    # logit_bias is passed on: the engine (a second llmd here) checks the ids against its vocabulary
+    assert client.chat.completions.create(**base, logit_bias={"5": 1}).choices[0].message.content is not None
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(**base, logit_bias={"999999999": 1})
+
+
 def test_seed_003_generate_through_the_proxy(http, external):
     r = http.post("/generate", json={"prompt": "Hello", "max_tokens": 8, "model": "ext-llm", "stream": True})
     assert r.status_code == 200

@@ -365,7 +365,7 @@ async def test_request_waits_for_a_load_within_load_wait_s(core_factory):
 
 
 async def test_unloaded_model_is_not_loaded(core_factory):
-    core = await core_factory(**{"models.load_default": False})
+    core = await core_factory(**{"models.load_default": False, "deployments.load_on_demand": False})
     assert core.fleet.live() == []
     with pytest.raises(ModelNotLoadedError) as info:
         await core.inference.generate(req())
@@ -374,6 +374,57 @@ async def test_unloaded_model_is_not_loaded(core_factory):
     dep = await core.fleet.start_model("tiny")
     assert dep.state is DeploymentState.RUNNING
     assert (await (await core.inference.generate(req(max_tokens=1))).collect_or_raise()).text == "H"
+
+
+async def test_a_request_loads_a_model_on_demand(core_factory):
+    core = await core_factory(**{"models.load_default": False})
+    assert core.fleet.live() == []
+    gen = await core.inference.generate(req(max_tokens=2, model="tiny:latest"))  # Ollama's default tag
+    assert (await gen.collect_or_raise()).text == "He"
+    dep = core.fleet.get("tiny")
+    assert dep.state is DeploymentState.RUNNING
+    assert gen.load_s > 0
+    assert any("loading on demand" in line for _, _, line in dep.logs)
+    # the next request finds it loaded: no load time
+    again = await core.inference.generate(req(max_tokens=1))
+    await again.collect_or_raise()
+    assert again.load_s < gen.load_s
+
+
+async def test_load_on_demand_waits_a_bounded_time_then_503(core_factory):
+    engine = FakeEngine()
+    core = await core_factory(engine, **{"models.load_default": False, "deployments.load_on_demand_wait_s": 0.2})
+    engine.load_gate.clear()
+    with pytest.raises(ModelNotLoadedError) as info:
+        await core.inference.generate(req())
+    assert info.value.status == 503 and info.value.headers["Retry-After"]
+    assert "still loading" in info.value.message
+    dep = core.fleet.get("tiny")
+    assert dep.state is DeploymentState.STARTING  # the load goes on
+    engine.load_gate.set()
+    await dep.wait_loaded(5)
+    assert (await (await core.inference.generate(req(max_tokens=1))).collect_or_raise()).text == "H"
+
+
+async def test_a_failed_load_is_not_retried_on_demand(core_factory):
+    core = await core_factory(FakeEngine(fail_load=True))
+    with pytest.raises(ModelNotLoadedError):
+        await core.inference.generate(req())
+    assert core.fleet.get("tiny").state is DeploymentState.ERROR
+
+
+async def test_keep_alive_zero_unloads_once_idle(core_factory):
+    core = await core_factory(**{"deployments.pin_default": False})
+    r = GenerateRequest(prompt="hi", params=SamplingParams(max_tokens=2), keep_alive_s=0)
+    await (await core.inference.generate(r)).collect_or_raise()
+    await until(lambda: core.fleet.get("tiny") is None, timeout=5)
+    # a negative keep-alive keeps it: the global keep-alive would unload it at once
+    core.config.deployments.keep_alive_s = 0.01
+    r = GenerateRequest(prompt="hi", params=SamplingParams(max_tokens=1), keep_alive_s=-1)
+    await (await core.inference.generate(r)).collect_or_raise()
+    await asyncio.sleep(0.3)
+    assert core.fleet.get("tiny").state is DeploymentState.RUNNING
+    assert core.fleet.expires_at(core.fleet.get("tiny")) is None
 
 
 # -- shutdown ----------------------------------------------------------------------

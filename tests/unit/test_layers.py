@@ -24,7 +24,7 @@ HTTP = ROOT / "llmd" / "http"
 # What a handler may call on the core: its components' methods. ``streams`` and ``config`` are read,
 # not called (an SSE response counts itself in ``core.streams``).
 COMPONENTS = {"fleet", "inference", "models", "sessions", "downloads", "hub", "monitor", "auth", "history",
-              "settings", "alerts", "backups"}
+              "settings", "alerts", "backups", "responses"}
 READ_ONLY = {"streams", "config"}
 
 

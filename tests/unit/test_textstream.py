@@ -70,6 +70,14 @@ def test_earliest_of_several_stops_wins():
     asm = TextAssembler(("STOP", "END"))
     assert asm.feed(b"abc END def STOP") == "abc "
     assert asm.stopped
+    assert asm.matched == "END"  # which one, for the Anthropic API's stop_sequence
+
+
+def test_no_stop_string_matched_without_a_stop():
+    asm = TextAssembler(("STOP",))
+    assert asm.feed(b"abc ST") == "abc "
+    assert asm.finish() == "ST"
+    assert not asm.stopped and asm.matched is None
 
 
 def test_prefix_of_stop_is_held_then_released_by_finish():

@@ -7,8 +7,8 @@ deployment's scheduler thread drives it step by step: each step is one
 generating sequence with chunks of new prompts, followed by one
 :meth:`LoadedModel.sample` per sequence that asked for logits.
 
-All methods are blocking. ``decode``, ``sample``, ``new_sampler``,
-``free_sampler`` and ``seq_rm`` are only called from the scheduler thread;
+All methods are blocking. ``decode``, ``sample``, ``logprobs``, ``new_sampler``,
+``free_sampler``, ``seq_rm`` and ``seq_cp`` are only called from the scheduler thread;
 ``tokenize``, ``render_chat`` and ``embed`` from the deployment's auxiliary
 executor (tokenizing only reads the vocabulary, so it may run beside a decode).
 """
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
 from llmd.core.memory import MemoryMeasure
-from llmd.core.types import ChatMessage, SamplingParams
+from llmd.core.types import ChatMessage, SamplingParams, TokenLogprob
 
 
 @dataclass(frozen=True)
@@ -62,14 +62,19 @@ class LoadedModel(Protocol):
     path: str
     n_ctx: int  # tokens per slot: the most one request can use
     n_slots: int
+    n_vocab: int  # token ids are 0..n_vocab-1
     device: str  # "cpu" or "cuda"
     n_gpu_layers: int
 
-    def tokenize(self, text: str) -> list[int]:
-        """Tokens of ``text``, with BOS when the model wants one; special tokens parsed."""
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        """Tokens of ``text``, with BOS when the model wants one (``add_special``); special tokens parsed
+        (``parse_special``)."""
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
-        """The prompt for a chat, through the model's chat template."""
+    chat_template: str  # the template's source (ChatML when the model has none)
+
+    def render_chat(self, messages: Sequence[ChatMessage | dict[str, Any]],
+                    tools: list[dict[str, Any]] | None = None) -> str:
+        """The prompt for a chat, through the model's chat template (with ``tools`` when given)."""
 
     def token_bytes(self, token: int) -> bytes:
         """The raw bytes of one token (may be part of a UTF-8 character)."""
@@ -94,6 +99,15 @@ class LoadedModel(Protocol):
 
     def seq_rm(self, seq: int, p0: int) -> bool:
         """Forget positions ``p0..`` of sequence ``seq`` in the KV cache."""
+
+    def seq_cp(self, src: int, dst: int) -> None:
+        """Make sequence ``dst``'s KV cache a copy of all of ``src``'s (``dst`` is emptied first)."""
+
+    def logprobs(self, row: int, token: int, k: int) -> TokenLogprob:
+        """``token``'s log-probability under logits row ``row`` and the ``k`` most likely tokens there.
+
+        Read the row after sampling from it and before the next decode, which overwrites it.
+        """
 
     def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
         """Normalised embedding vectors of ``texts`` and the tokens they used."""

@@ -7,7 +7,7 @@ sandboxed Jinja environment: a model file is data, not trusted code.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Iterable
+from typing import Any, Iterable
 
 import jinja2
 import jinja2.sandbox
@@ -42,14 +42,22 @@ class ChatTemplate:
         self.bos_token = bos_token
         self.eos_token = eos_token
 
-    def render(self, messages: Iterable[ChatMessage], add_generation_prompt: bool = True) -> str:
-        """The prompt text for ``messages``, ending with the assistant's turn."""
+    def render(self, messages: Iterable[ChatMessage | dict[str, Any]], add_generation_prompt: bool = True,
+               tools: list[dict[str, Any]] | None = None) -> str:
+        """The prompt text for ``messages``, ending with the assistant's turn.
+
+        A message may be a dict already in the template's shape (tool calls, tool results: see
+        core/tooluse.py); ``tools`` is given to the template only when there are some, since templates
+        test ``tools is defined`` or ``if tools``.
+        """
+        extra: dict[str, Any] = {"tools": tools} if tools else {}
         try:
             return self._template.render(
-                messages=[{"role": m.role, "content": m.content} for m in messages],
+                messages=[m if isinstance(m, dict) else {"role": m.role, "content": m.content} for m in messages],
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
+                **extra,
             )
         except _TemplateRefusal as exc:
             raise ValidationError(f"the model's chat template refused the messages: {exc}", field="messages") from None

@@ -11,15 +11,16 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from llmd.core.engine.base import BatchEntry, LoadSettings, LogSink
 from llmd.core.engine.chat_template import ChatTemplate
 from llmd.core.memory import MemoryMeasure
-from llmd.core.types import ChatMessage, SamplingParams
+from llmd.core.types import ChatMessage, SamplingParams, TokenLogprob
 from llmd.errors import ValidationError
 
 EOS = -1
+N_VOCAB = 32000  # token ids the fake accepts (logit_bias is checked against it)
 
 
 @dataclass
@@ -40,6 +41,7 @@ class FakeModel:
         self.path = path
         self.n_ctx = settings.n_ctx
         self.n_slots = max(1, settings.n_slots)
+        self.n_vocab = N_VOCAB
         self.n_gpu_layers = 0
         self._reply = reply.encode("utf-8")
         self._delay = delay_s
@@ -52,16 +54,23 @@ class FakeModel:
         self.decoded_tokens = 0  # tokens evaluated, prompts included
         self.batches: list[list[tuple[int, int]]] = []  # (seq, n_tokens) per decode, last 100
         self.freed_samplers = 0
+        self.copies: list[tuple[int, int]] = []  # (src, dst) of each seq_cp
         self.measured = MemoryMeasure()
 
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
         """One token per 4 bytes of ``text``, at least one: good enough for usage maths."""
         data = text.encode("utf-8")
         return [sum(data[i * 4:(i + 1) * 4]) for i in range(max(1, len(data) // 4))]
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+    @property
+    def chat_template(self) -> str:
+        """The (test) template's source: ChatML, which has no tool support."""
+        return self._template.source
+
+    def render_chat(self, messages: Sequence[ChatMessage | dict[str, Any]],
+                    tools: list[dict[str, Any]] | None = None) -> str:
         """The messages through the model's (test) chat template."""
-        return self._template.render(messages)
+        return self._template.render(messages, tools=tools)
 
     def _pieces(self) -> list[bytes]:
         if self._split:
@@ -70,7 +79,11 @@ class FakeModel:
 
     def token_bytes(self, token: int) -> bytes:
         """The bytes of one token of the scripted reply."""
-        return b"" if token == EOS else self._pieces()[token]
+        if token == EOS:
+            return b""
+        pieces = self._pieces()
+        # A token of tokenize() (a sum of bytes) is no index into the reply: its number stands for its text.
+        return pieces[token] if 0 <= token < len(pieces) else f"<{token}>".encode()
 
     def is_eog(self, token: int) -> bool:
         """True for the end-of-generation token."""
@@ -113,7 +126,10 @@ class FakeModel:
             raise RuntimeError("fake engine failure")
         self.generated += 1
         i = sampler.index
-        sampler.index += 1
+        # A bias of -100 bans a token in llama.cpp: the fake skips a banned piece of its reply.
+        while i < len(pieces) and any(t == i and b <= -100 for t, b in sampler.params.logit_bias):
+            i += 1
+        sampler.index = i + 1
         if i >= len(pieces):
             if not sampler.params.ignore_eos:
                 return EOS
@@ -124,6 +140,20 @@ class FakeModel:
     def seq_rm(self, seq: int, p0: int) -> bool:
         """Nothing is cached for real: always succeeds."""
         return True
+
+    def seq_cp(self, src: int, dst: int) -> None:
+        """Nothing is cached for real: count the copy (tests check that n > 1 shares one prompt)."""
+        self.copies.append((src, dst))
+
+    def logprobs(self, row: int, token: int, k: int) -> TokenLogprob:
+        """Synthetic but well formed: the chosen token is the most likely (-0.1), then the reply's next pieces
+        at -1, -2, ..."""
+        n = len(self._pieces()) or 1
+        others = [(token + 1 + i) % n for i in range(max(0, k - 1))]
+        top = tuple((self.token_bytes(t).decode("utf-8", "replace"), self.token_bytes(t), lp)
+                    for t, lp in [(token, -0.1)] + [(t, -1.0 - i) for i, t in enumerate(others)])
+        data = self.token_bytes(token)
+        return TokenLogprob(data.decode("utf-8", "replace"), data, -0.1, top[:k])
 
     def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
         """Deterministic unit vectors derived from each text, and the tokens they used."""

@@ -28,7 +28,7 @@ import numpy as np
 from llmd.core import memory
 from llmd.core.engine.base import BatchEntry, LoadSettings, LogSink
 from llmd.core.engine.chat_template import ChatTemplate
-from llmd.core.types import ChatMessage, SamplingParams
+from llmd.core.types import ChatMessage, SamplingParams, TokenLogprob
 from llmd.errors import ValidationError
 
 log = logging.getLogger(__name__)
@@ -118,17 +118,24 @@ class LlamaCppModel:
             n = self._lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
         return buf.raw[:n]
 
-    def tokenize(self, text: str) -> list[int]:
-        """Tokens with BOS (when the vocab wants it) and special tokens parsed."""
-        tokens = self._model.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        """Tokens with BOS (when the vocab wants it and ``add_special``) and special tokens parsed (when
+        ``parse_special``: ``<|im_end|>`` is one token, else its characters)."""
+        tokens = self._model.tokenize(text.encode("utf-8"), add_bos=add_special, special=parse_special)
         # A template that writes the BOS text itself would otherwise give two.
         if len(tokens) > 1 and tokens[0] == self._bos and tokens[1] == self._bos:
             tokens = tokens[1:]
         return tokens
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
-        """The prompt for ``messages`` through the GGUF's own chat template."""
-        return self._template.render(messages)
+    @property
+    def chat_template(self) -> str:
+        """The template's source: the GGUF's own, or ChatML when it has none."""
+        return self._template.source
+
+    def render_chat(self, messages: Sequence[ChatMessage | dict[str, Any]],
+                    tools: list[dict[str, Any]] | None = None) -> str:
+        """The prompt for ``messages`` through the GGUF's own chat template (``tools`` when given)."""
+        return self._template.render(messages, tools=tools)
 
     def token_bytes(self, token: int) -> bytes:
         """Raw bytes of a token; cached, since the vocabulary is fixed."""
@@ -150,10 +157,16 @@ class LlamaCppModel:
         self._lib.llama_sampler_free(smpl)
 
     def new_sampler(self, p: SamplingParams) -> Any:
-        """A C sampler chain: grammar, penalties, then greedy or top-k/top-p/min-p/temperature/dist."""
+        """A C sampler chain: logit bias, grammar, penalties, then greedy or top-k/top-p/min-p/temperature/dist."""
         lib = self._lib
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         add = lambda s: lib.llama_sampler_chain_add(chain, s)  # noqa: E731
+        if p.logit_bias:
+            # First, so that every later sampler (greedy included) sees the biased logits. llama.cpp copies
+            # the array, so it need not outlive this call. Ids were checked against n_vocab by the core.
+            biases = (lib.llama_logit_bias * len(p.logit_bias))(*(
+                lib.llama_logit_bias(token, bias) for token, bias in p.logit_bias))
+            add(lib.llama_sampler_init_logit_bias(self.n_vocab, len(p.logit_bias), biases))
         if p.grammar:
             g = lib.llama_sampler_init_grammar(self._vocab, p.grammar.encode("utf-8"), b"root")
             if not g:
@@ -230,6 +243,39 @@ class LlamaCppModel:
     def seq_rm(self, seq: int, p0: int) -> bool:
         """Drop positions ``p0..`` of one sequence from the KV cache."""
         return bool(self._lib.llama_memory_seq_rm(self._mem, seq, p0, -1))
+
+    def seq_cp(self, src: int, dst: int) -> None:
+        """Copy all of sequence ``src``'s KV cache to ``dst`` (emptied first).
+
+        With per-sequence buffers (``kv_unified=False``) llama.cpp copies the whole buffer of ``src`` at the
+        next decode, which it only allows for the whole range (-1, -1); with a unified buffer the cells are
+        shared. Either way the copy's logits equal a fresh evaluation (checked with the bundled model).
+        """
+        lib = self._lib
+        lib.llama_memory_seq_rm(self._mem, dst, 0, -1)
+        lib.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
+
+    def logprobs(self, row: int, token: int, k: int) -> TokenLogprob:
+        """``token``'s log-probability under the raw logits of batch row ``row`` (before bias, penalties and
+        temperature, as llama-server reports them), and the ``k`` most likely tokens, most likely first."""
+        ptr = self._lib.llama_get_logits_ith(self._ctx, row)
+        # float64: a log-softmax over ~50k-150k logits loses digits in float32 (a greedy token's -0.0001).
+        logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)
+        top = float(logits.max())
+        norm = top + float(np.log(np.exp(logits - top).sum()))
+        alternatives: tuple[tuple[str, bytes, float], ...] = ()
+        if k > 0:
+            k = min(k, self.n_vocab)
+            best = np.sort(np.argpartition(-logits, k - 1)[:k])
+            # Most likely first; ties by token id, as llama.cpp's greedy sampler breaks them.
+            best = best[np.argsort(-logits[best], kind="stable")]
+            alternatives = tuple(self._logprob_entry(int(t), float(logits[t]) - norm) for t in best)
+        text, data, lp = self._logprob_entry(token, float(logits[token]) - norm)
+        return TokenLogprob(text, data, lp, alternatives)
+
+    def _logprob_entry(self, token: int, logprob: float) -> tuple[str, bytes, float]:
+        data = self.token_bytes(token)
+        return data.decode("utf-8", "replace"), data, min(0.0, logprob)
 
     # -- embeddings -----------------------------------------------------
     def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:

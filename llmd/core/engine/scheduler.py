@@ -15,6 +15,16 @@ Runs on the deployment's worker thread. Each :meth:`BatchScheduler.step`:
 A slot keeps its tokens (and their KV cache) after its job ends. A new job
 goes to the free slot whose tokens share the longest prefix with its prompt,
 and only the rest of the prompt is evaluated.
+
+The ``n`` choices of one request (a job with a ``group``) are admitted
+together. Only the first (the leader) evaluates the prompt; the others wait in
+their slots until its last prompt chunk is decoded, then get a copy of its KV
+cache (``seq_cp``) and sample their first token from the leader's logits row
+with their own samplers, and go on as independent sequences.
+
+When a request asks for log-probabilities, each token's are read from its
+logits row right after it is sampled (before the next decode overwrites the
+row) and travel with the event that releases the token's text.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ from typing import Any, Callable
 
 from llmd.core.engine.base import BatchEntry, LoadedModel
 from llmd.core.engine.textstream import TextAssembler
-from llmd.core.types import FinishReason, GenerationResult, Timings, TokenEvent, Usage
+from llmd.core.types import FinishReason, GenerationResult, Timings, TokenEvent, TokenLogprob, Usage
 from llmd.errors import EngineError, LlmdError, ShuttingDownError
 
 log = logging.getLogger(__name__)
@@ -48,6 +58,13 @@ class Slot:
     started: float = 0.0
     first: float | None = None
     last_used: float = 0.0
+    # n > 1: the leader's slots of the other choices, until its prompt is evaluated; theirs point back
+    siblings: list[Slot] = field(default_factory=list)
+    leader: Slot | None = None
+    # Log-probabilities (None unless asked for): tokens whose text is held back, those sent, the last sampled
+    lp_pending: list[TokenLogprob] | None = None
+    lp_sent: list[TokenLogprob] | None = None
+    lp_last: TokenLogprob | None = None
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -97,7 +114,11 @@ class BatchScheduler:
         return any(s.job is not None for s in self.slots)
 
     def admit(self, job: Any) -> None:
-        """Give ``job`` the free slot with the longest cached prefix of its prompt."""
+        """Give ``job`` the free slot with the longest cached prefix of its prompt.
+
+        The other choices of its ``group`` (``n`` > 1; the caller made sure there are free slots for all)
+        take the least recently used free slots and wait there for its prompt.
+        """
         free = [s for s in self.slots if s.job is None]
         slot = max(free, key=lambda s: (common_prefix(s.tokens, job.prompt), -s.last_used))
         keep = common_prefix(slot.tokens, job.prompt)
@@ -109,19 +130,40 @@ class BatchScheduler:
         del slot.tokens[keep:]
         slot.pending = list(job.prompt[keep:])
         slot.cached = keep
+        self._occupy(slot, job)
+        group = job.group  # the n jobs of a request (n > 1), this one first; None for one
+        if group:
+            free.remove(slot)
+            free.sort(key=lambda s: s.last_used)
+            for other, sib in zip(group[1:], free, strict=False):
+                # Its cached tokens stay until the copy replaces them: a choice cancelled before that
+                # leaves its old prompt cache usable.
+                self._occupy(sib, other)
+                sib.pending = []
+                sib.leader = slot
+                slot.siblings.append(sib)
+        for s in (slot, *slot.siblings):
+            try:
+                s.sampler = self.model.new_sampler(s.job.params)
+            except Exception as exc:  # noqa: BLE001 - a bad grammar fails this job only
+                self._end(s, FinishReason.ERROR, exc if isinstance(exc, LlmdError) else
+                          EngineError(f"cannot set up sampling: {type(exc).__name__}"))
+                if s is slot:
+                    return
+        self.prompt_tokens_cached += keep
+
+    def _occupy(self, slot: Slot, job: Any) -> None:
+        """Start ``job``'s bookkeeping in ``slot`` (its prompt is set up by the caller)."""
         slot.job = job
         slot.count = 0
         slot.first = None
         slot.next_token = None
         slot.started = time.monotonic()
         slot.assembler = TextAssembler(job.params.stop)
-        try:
-            slot.sampler = self.model.new_sampler(job.params)
-        except Exception as exc:  # noqa: BLE001 - a bad grammar fails this job only
-            self._end(slot, FinishReason.ERROR, exc if isinstance(exc, LlmdError) else
-                      EngineError(f"cannot set up sampling: {type(exc).__name__}"))
-            return
-        self.prompt_tokens_cached += keep
+        if job.params.logprobs is not None:
+            slot.lp_pending, slot.lp_sent = [], []
+        else:
+            slot.lp_pending = slot.lp_sent = None
 
     # -- the step -------------------------------------------------------
     def step(self) -> None:
@@ -170,14 +212,34 @@ class BatchScheduler:
             if entry.every_logit:
                 self._verify(slot, entry, row)
                 continue
+            if slot.siblings:
+                self._fork(slot, row)
             token = self._sample(slot, row)
             if token is not None:
                 self._accept(slot, token)
 
+    def _fork(self, leader: Slot, row: int) -> None:
+        """The leader's prompt is evaluated: each waiting choice gets a copy of its KV cache and samples its
+        first token from the same logits row, with its own sampler."""
+        siblings, leader.siblings = leader.siblings, []
+        for sib in siblings:
+            if sib.job is None or sib.leader is not leader:  # ended meanwhile
+                continue
+            sib.leader = None
+            self.model.seq_cp(leader.seq, sib.seq)
+            sib.tokens[:] = leader.tokens
+            sib.cached = leader.cached
+            token = self._sample(sib, row)
+            if token is not None:
+                self._accept(sib, token)
+
     def _sample(self, slot: Slot, row: int) -> int | None:
         """The slot's next token from logits row ``row``; ``None`` when sampling failed (the job has ended)."""
         try:
-            return self.model.sample(slot.sampler, row)
+            token = self.model.sample(slot.sampler, row)
+            if slot.lp_pending is not None:
+                slot.lp_last = self.model.logprobs(row, token, slot.job.params.logprobs)
+            return token
         except Exception as exc:  # noqa: BLE001 - this job fails, the others go on
             log.exception("sampling failed on %s", self._name)
             self._log("error", f"generation failed: {exc}")
@@ -249,8 +311,16 @@ class BatchScheduler:
             return
         slot.count += 1
         text = slot.assembler.feed(self.model.token_bytes(token))
-        if text:
-            self._post(job, TokenEvent(text))
+        pending = slot.lp_pending
+        if pending is not None:
+            # A token's log-probability goes with the event that releases its text (text may be held back).
+            pending.append(slot.lp_last)
+            if text:
+                self._post(job, TokenEvent(text, tuple(pending), job.index))
+                slot.lp_sent.extend(pending)
+                pending.clear()
+        elif text:
+            self._post(job, TokenEvent(text, (), job.index))
         if slot.assembler.stopped:
             self._end(slot, FinishReason.STOP)
         elif params.max_tokens is not None and slot.count >= params.max_tokens:
@@ -265,10 +335,20 @@ class BatchScheduler:
         job = slot.job
         if job is None:
             return
+        if slot.siblings:  # choices still waiting for this prompt end with it
+            siblings, slot.siblings = slot.siblings, []
+            for sib in siblings:
+                if sib.leader is slot:
+                    self._end(sib, reason, error)
+        slot.leader = None
+        lp = slot.lp_pending
         if reason in (FinishReason.STOP, FinishReason.LENGTH) and slot.assembler is not None:
             tail = slot.assembler.finish()
             if tail:
-                self._post(job, TokenEvent(tail))
+                self._post(job, TokenEvent(tail, tuple(lp or ()), job.index))
+                if lp:
+                    slot.lp_sent.extend(lp)
+        # (tokens whose text a stop string cut, or an unfinished character dropped, lose their logprobs)
         if reason is FinishReason.ERROR and error is None:
             error = EngineError("generation failed; see the daemon's log")
         if reason is FinishReason.SHUTDOWN and error is None:
@@ -287,7 +367,11 @@ class BatchScheduler:
             ),
             model=self._name,
             error=error,
+            logprobs=tuple(slot.lp_sent) if slot.lp_sent else (),
+            index=job.index,
+            stop_sequence=slot.assembler.matched if slot.assembler else None,
         )
+        slot.lp_pending = slot.lp_sent = slot.lp_last = None
         if slot.sampler is not None:
             self.model.free_sampler(slot.sampler)
             slot.sampler = None

@@ -23,6 +23,7 @@ class TextAssembler:
         self._pending = ""
         self.text = ""  # everything released so far
         self.stopped = False  # a stop string was found
+        self.matched: str | None = None  # which one (the Anthropic API names it in stop_sequence)
         self.dropped_bytes = 0  # bytes of an unfinished character dropped at the end
 
     def feed(self, data: bytes) -> str:
@@ -48,16 +49,17 @@ class TextAssembler:
 
     def _cut_at_stop(self) -> str:
         """If a stop string is in the pending text, cut there and mark stopped."""
-        first = -1
+        first, matched = -1, None
         for s in self._stop:
             i = self._pending.find(s)
             if i != -1 and (first == -1 or i < first):
-                first = i
+                first, matched = i, s
         if first == -1:
             return ""
         out = self._pending[:first]
         self._pending = ""
         self.stopped = True
+        self.matched = matched
         return out
 
     def _release(self) -> str:

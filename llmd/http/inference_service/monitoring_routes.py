@@ -23,12 +23,13 @@ class MetricsQuery(StrictModel):
     start_time: Optional[datetime.datetime] = Field(default=None, description=(
         "ISO 8601 (UTC when it names no offset); default: an hour before end_time."))
     end_time: Optional[datetime.datetime] = Field(default=None, description="ISO 8601; default: now.")
-    metric_type: Optional[Literal["gpu", "cpu", "memory", "model"]] = Field(default=None, description=(
+    metric_type: Optional[Literal["gpu", "cpu", "memory", "disk", "model"]] = Field(default=None, description=(
         "Which fields: gpu (gpu_utilization %, gpu_memory_used MiB), cpu (cpu_percent, load_1m), memory "
-        "(memory_percent, memory_used and llmd's process_memory in MiB) or model (queue_depth, active_slots, "
-        "tokens_per_second, ttft in s, an external engine's engine_memory in MiB; per model under `models`); "
-        "default: cpu, memory and gpu."))
-    interval: Literal["1m", "5m", "1h", "1d"] = Field(default="5m", description="The buckets' length.")
+        "(memory_percent, memory_used and llmd's process_memory in MiB), disk (disk_percent and disk_used in MiB "
+        "of the models directory's file system) or model (queue_depth, active_slots, tokens_per_second, ttft in "
+        "s, an external engine's engine_memory in MiB; per model under `models`); default: cpu, memory and gpu."))
+    interval: Literal["raw", "1m", "5m", "1h", "1d"] = Field(default="5m", description=(
+        "The buckets' length; raw: every sample as taken (a window of at most 2 hours)."))
 
     @field_validator("start_time", "end_time")
     @classmethod

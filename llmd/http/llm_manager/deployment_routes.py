@@ -184,7 +184,8 @@ def register(d: Dialect, core: Core) -> None:
         gen = await core.inference.generate_on(deployment_id, req, chat=True)
         cid = oai.new_id("chatcmpl")
         if not body.stream:
-            return ok(oai.chat_response(await gen.collect_or_raise(), cid, gen.model), "chat completion")
+            return ok(oai.chat_response(await gen.collect_or_raise(), cid, gen.model, choices=gen.results,
+                                        logprobs=bool(body.logprobs)), "chat completion")
         return oai.openai_stream(core.streams, gen, cid=cid, model=gen.model, chat=True, usage=oai.usage_mode(body))
 
     @d.route("/api/completions/<deployment_id>", ("POST",), summary="Complete text with a deployment",
@@ -196,6 +197,7 @@ def register(d: Dialect, core: Core) -> None:
         gen = await core.inference.generate_on(deployment_id, req, chat=False)
         cid = oai.new_id("cmpl")
         if not body.stream:
-            return ok(oai.completion_response(await gen.collect_or_raise(), cid, gen.model), "text completion")
+            return ok(oai.completion_response(await gen.collect_or_raise(), cid, gen.model, choices=gen.results,
+                                              logprobs=body.logprobs is not None), "text completion")
         return oai.openai_stream(core.streams, gen, cid=cid, model=gen.model, chat=False, usage=oai.usage_mode(body))
 

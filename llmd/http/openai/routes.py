@@ -10,6 +10,7 @@ from llmd.core import Core
 from llmd.errors import LlmdError
 from llmd.http import openai_format as t
 from llmd.http.body import parse_body
+from llmd.http.openai import responses_routes
 from llmd.http.openai_schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from llmd.http.routing import Dialect
 
@@ -48,7 +49,8 @@ def build(core: Core) -> Dialect:
         gen = await core.inference.generate(t.chat_from_request(body))
         cid = t.new_id("chatcmpl")
         if not body.stream:
-            return jsonify(t.chat_response(await gen.collect_or_raise(), cid, gen.model))
+            return jsonify(t.chat_response(await gen.collect_or_raise(), cid, gen.model, choices=gen.results,
+                                           logprobs=bool(body.logprobs)))
         return t.openai_stream(core.streams, gen, cid=cid, model=gen.model, chat=True, usage=t.usage_mode(body))
 
     @d.route("/v1/completions", ("POST",), summary="Create a completion", body=CompletionRequest, sse=True,
@@ -59,7 +61,8 @@ def build(core: Core) -> Dialect:
         gen = await core.inference.generate(t.completion_from_request(body))
         cid = t.new_id("cmpl")
         if not body.stream:
-            return jsonify(t.completion_response(await gen.collect_or_raise(), cid, gen.model))
+            return jsonify(t.completion_response(await gen.collect_or_raise(), cid, gen.model, choices=gen.results,
+                                                 logprobs=body.logprobs is not None))
         return t.openai_stream(core.streams, gen, cid=cid, model=gen.model, chat=False, usage=t.usage_mode(body))
 
     @d.route("/v1/embeddings", ("POST",), summary="Create embeddings", body=EmbeddingRequest, auth="inference")
@@ -70,5 +73,6 @@ def build(core: Core) -> Dialect:
         result = await core.inference.embed(body.model, inputs, dimensions=body.dimensions)
         return jsonify(t.embeddings_response(result, body.encoding_format))
 
+    responses_routes.register(d, core)  # /v1/responses: llmd/http/openai/responses_routes.py
     return d
 
