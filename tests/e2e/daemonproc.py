@@ -93,6 +93,13 @@ class DaemonProcess:
         return self.proc.returncode
 
 
+def interruptible() -> None:
+    """``preexec_fn`` for a child that a test interrupts with SIGINT: a shell without job control starts
+    background commands (a suite run with ``make test &``) with SIGINT ignored, the child would inherit
+    that, and Python would then never raise KeyboardInterrupt in it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def llmd_bin(name: str) -> str:
     """Path of an installed console script next to this interpreter."""
     return str(Path(sys.executable).with_name(name))

@@ -20,7 +20,7 @@ from typing import Iterator
 
 import httpx
 import pytest
-from daemonproc import DaemonProcess, llmd_bin
+from daemonproc import DaemonProcess, interruptible, llmd_bin
 from fakehub import FakeHub, sha256_file, write_gguf
 
 from llmd.core.registry import find_bundled_gguf
@@ -262,7 +262,7 @@ def test_llmctl_pull_on_a_terminal_ctrl_c_detaches_and_wait_attaches_again(daemo
     env["COLUMNS"] = "120"
     proc = subprocess.Popen([llmd_bin("llmctl"), "--socket", str(daemon_hub.socket_path), "pull",
                              "testorg/tty-GGUF"], stdin=slave, stdout=slave, stderr=slave, env=env,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=interruptible)
     os.close(slave)
     try:
         term = Terminal(master)

@@ -16,7 +16,7 @@ import time
 from typing import Iterator
 
 import pytest
-from daemonproc import llmd_bin
+from daemonproc import interruptible, llmd_bin
 
 pytestmark = pytest.mark.e2e
 
@@ -116,7 +116,8 @@ def test_top_live_refreshes_until_ctrl_c(daemon):
     master, slave = pty.openpty()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMD_", "LLMCTL_"))}
     proc = subprocess.Popen([llmd_bin("llmctl"), "--socket", str(daemon.socket_path), "top", "--interval", "0.5"],
-                            stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
+                            stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
+                            preexec_fn=interruptible)
     os.close(slave)
     seen = b""
     try:

@@ -10,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from daemonproc import llmd_bin
+from daemonproc import interruptible, llmd_bin
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +45,8 @@ def test_ctrl_c_stops_the_answer_and_keeps_the_session(daemon):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMD_", "LLMCTL_"))}
     proc = subprocess.Popen([llmd_bin("llmctl"), "--socket", str(daemon.socket_path), "chat", "--max-tokens", "300",
                              "--temperature", "0"],
-                            stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
+                            stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
+                            preexec_fn=interruptible)
     os.close(slave)
     try:
         term = Terminal(master)

@@ -23,7 +23,7 @@ from llmd.http.fields import (
     TopP,
 )
 
-MAX_STOP = 16  # stop strings per request, as many as the OpenAI API takes
+MAX_STOP = 16  # stop strings per request, as many as the LLM Manager API takes (the OpenAI API: 4, its own limit)
 
 
 class TextBlockIn(StrictModel):

@@ -24,7 +24,7 @@ from llmd.http.fields import (
     TopP,
 )
 
-MAX_STOP = 16  # stop strings per request, as many as the OpenAI API takes
+MAX_STOP = 16  # stop strings per request, as many as the LLM Manager API takes (the OpenAI API: 4, its own limit)
 MODEL = Field(min_length=1, max_length=512, description="A model name: `name[:tag]` (tag `latest` by default), "
                                                         "an alias, or `default`.")
 # An option llmd accepts and does not use: any 32-bit integer.
