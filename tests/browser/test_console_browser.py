@@ -13,6 +13,7 @@ Content-Security-Policy refused nothing.
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -152,19 +153,29 @@ def test_chat_streams_an_answer_and_stops_one_midway(browser: Browser):
     done = browser.wait(lambda: [m for m in browser.all(".msg.assistant") if m.get_attribute("data-finish")],
                         what="the answer")[-1]
     meta = done.find_element("css selector", ".msg-meta").text
-    assert "tok/s" in meta and "TTFT" in meta and "24 tokens" in meta, meta
+    assert "tok/s" in meta and "TTFT" in meta, meta
+    # Up to the 24 asked for: the random-weight model may write its end-of-text token sooner ("length" says
+    # the limit was what ended it).
+    count = int(re.search(r"(\d+) tokens", meta).group(1))
+    assert 0 < count <= 24 and (count < 24 or "length" in meta), meta
     assert done.find_element("css selector", ".msg-text").text.strip()
 
     browser.type_into("input[name=max_length]", "4000")
-    browser.type_into("textarea[name=message]", "Now talk for a long time")
-    browser.button("Send").click()
-    browser.wait(lambda: len(browser.all(".msg.assistant")[-1].find_element("css selector", ".msg-text").text) > 10,
-                 what="the first chunks")
-    browser.css("#stop").click()
-    last = browser.wait(lambda: [m for m in browser.all(".msg.assistant")[-1:]
-                                 if m.get_attribute("data-finish") == "cancelled"], what="the cancelled answer")[0]
+    # The random-weight model may end an answer (its end-of-text token) before Stop is pressed: ask again then.
+    asked = 0
+    for _ in range(3):
+        asked += 1
+        browser.type_into("textarea[name=message]", "Now talk for a long time")
+        browser.button("Send").click()
+        browser.wait(lambda: len(browser.all(".msg.assistant")[-1].find_element("css selector", ".msg-text").text)
+                     > 10, what="the first chunks")
+        browser.css("#stop").click()
+        last = browser.wait(lambda: [m for m in browser.all(".msg.assistant")[-1:] if m.get_attribute("data-finish")],
+                            what="the end of the answer")[0]
+        if last.get_attribute("data-finish") == "cancelled":
+            break
     assert "cancelled" in last.find_element("css selector", ".msg-meta").text
-    assert len(browser.all(".msg.user")) == 2  # the conversation is kept
+    assert len(browser.all(".msg.user")) == 1 + asked  # the conversation is kept
     publish(browser.shot("chat"), "chat")
 
 
