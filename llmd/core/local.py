@@ -322,7 +322,8 @@ class LocalDeployment(Deployment):
         self.last_used = time.time()
         params = model_defaults(self.model.config, req.params)
         loop = asyncio.get_running_loop()
-        tools = tooluse.plan(req, loaded.chat_template)
+        tools = (await loop.run_in_executor(self.aux, tooluse.plan, req, loaded.chat_template)
+                 if tooluse.involved(req) else None)
         if tools is not None and tools.grammar:
             params = dataclasses.replace(params, grammar=tools.grammar)
         prompt = await loop.run_in_executor(self.aux, build_prompt, loaded, dataclasses.replace(req, params=params),
@@ -355,8 +356,10 @@ class LocalDeployment(Deployment):
     async def count_tokens(self, req: GenerateRequest) -> int:
         """The tokens ``req``'s prompt takes (its chat rendered with its tools), without generating."""
         loaded = self._model()
-        tools = tooluse.plan(req, loaded.chat_template)
-        prompt = await asyncio.get_running_loop().run_in_executor(self.aux, build_prompt, loaded, req, tools)
+        loop = asyncio.get_running_loop()
+        tools = (await loop.run_in_executor(self.aux, tooluse.plan, req, loaded.chat_template)
+                 if tooluse.involved(req) else None)
+        prompt = await loop.run_in_executor(self.aux, build_prompt, loaded, req, tools)
         return len(prompt)
 
     async def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[tuple[int, bytes]]:
@@ -386,8 +389,10 @@ class LocalDeployment(Deployment):
     async def render_prompt(self, req: GenerateRequest) -> str:
         """``req``'s prompt text: its chat through the model's template, with its tools."""
         loaded = self._model()
-        tools = tooluse.plan(req, loaded.chat_template)
-        return await asyncio.get_running_loop().run_in_executor(self.aux, render_prompt, loaded, req, tools)
+        loop = asyncio.get_running_loop()
+        tools = (await loop.run_in_executor(self.aux, tooluse.plan, req, loaded.chat_template)
+                 if tooluse.involved(req) else None)
+        return await loop.run_in_executor(self.aux, render_prompt, loaded, req, tools)
 
     async def embed(self, inputs: Sequence[str]) -> EmbeddingResult:
         """Mean-pooled, normalised embeddings; an input longer than the context is a 400."""

@@ -104,6 +104,12 @@ def validate(req: GenerateRequest) -> None:
         raise ValidationError("tools need a chat (messages), not a raw prompt", field="tools")
 
 
+def involved(req: GenerateRequest) -> bool:
+    """Whether ``req`` has anything to do with tools (cheap: a request without tools skips :func:`plan`)."""
+    return bool(req.tools) or req.tool_choice != "auto" or any(
+        m.tool_calls or m.role == "tool" for m in req.messages or ())
+
+
 def plan(req: GenerateRequest, chat_template: str | None) -> ToolPlan | None:
     """How ``req``'s tools reach the prompt and the sampler; None for a request with nothing about tools."""
     if req.tools or req.tool_choice != "auto":

@@ -71,6 +71,14 @@ def build(core: Core) -> Dialect:
         body = await parse_body(s.ModelRequest)
         return jsonify(t.show(await core.models.show(t.model_ref(body)), body.verbose))
 
+    async def load_or_unload(model: str, keep: float | None, *, chat: bool) -> Any:
+        """A chat or generate with nothing to answer: load the model, or with ``keep_alive`` 0 unload it."""
+        if keep == 0:
+            await core.fleet.unload(model)
+            return jsonify(t.loaded(model, "unload", chat=chat))
+        await core.fleet.preload(model, keep)
+        return jsonify(t.loaded(model, "load", chat=chat))
+
     @d.route("/api/chat", ("POST",), summary="Chat", body=s.ChatRequest, auth="inference")
     async def chat() -> Any:
         """A chat turn (with tools); NDJSON unless ``stream`` is false. No messages: load (or, with
@@ -79,11 +87,7 @@ def build(core: Core) -> Dialect:
         keep = t.keep_alive_seconds(body.keep_alive)
         if not body.messages:
             t.sampling(body.options, body.format)  # bad options are a 400 here too
-            if keep == 0:
-                await core.fleet.unload(body.model)
-                return jsonify(t.loaded(body.model, "unload", chat=True))
-            await core.fleet.preload(body.model, keep)
-            return jsonify(t.loaded(body.model, "load", chat=True))
+            return await load_or_unload(body.model, keep, chat=True)
         gen = await core.inference.generate(t.chat_request(body, keep))
         if body.stream is False:
             return jsonify(t.chat_response(await gen.collect_or_raise(), body.model, gen.load_s))
@@ -97,11 +101,7 @@ def build(core: Core) -> Dialect:
         keep = t.keep_alive_seconds(body.keep_alive)
         if not body.prompt:
             t.sampling(body.options, body.format)
-            if keep == 0:
-                await core.fleet.unload(body.model)
-                return jsonify(t.loaded(body.model, "unload", chat=False))
-            await core.fleet.preload(body.model, keep)
-            return jsonify(t.loaded(body.model, "load", chat=False))
+            return await load_or_unload(body.model, keep, chat=False)
         gen = await core.inference.generate(t.generate_request(body, keep))
         if body.stream is False:
             return jsonify(t.generate_response(await gen.collect_or_raise(), body.model, gen.load_s))
